@@ -1,0 +1,35 @@
+# Attention Atlas. `make site` builds site/, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONFIG ?= site_config.yml
+# A CPU build of torch: taken from local wheels when the machine has them
+# (pip's find-links), else from the PyTorch CPU index. Set TORCH_INDEX_URL to
+# a CUDA index (or empty for PyPI's default build) on a GPU machine.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.installed
+
+.PHONY: site serve test bench deploy clean install
+
+site: $(STAMP)
+	$(PY) -m generator build --config $(CONFIG)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --no-index "torch==$(TORCH_VERSION)" 2>/dev/null || \
+	  $(PIP) install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PIP) install -e ".[test]"
+	touch $(STAMP)
+
+serve: site
+	$(PY) -m http.server --directory site --bind 127.0.0.1 8000
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf build site .pytest_cache .hypothesis

@@ -1,0 +1,201 @@
+"""Data -> Plotly figures, and figures -> the JSON the pages embed.
+
+Arrays go into figures as numpy float32 so that Plotly writes them as typed
+arrays (base64), and every figure uses an empty template, not Plotly's 6.5 KB
+default. Token labels are HTML-escaped before they reach Plotly, whose text
+renderer understands a little HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+
+from generator.config import PATTERNS
+from generator.patterns import LABELS, MIXED
+
+#: One colour per label (colour-blind-safe Okabe-Ito palette, grey for mixed).
+PATTERN_COLORS = {
+    "next": "#0072B2",
+    "previous": "#E69F00",
+    "same_token": "#009E73",
+    "other_sentence": "#CC79A7",
+    "same_word": "#D55E00",
+    "delimiter": "#56B4E9",
+    "broad": "#F0E442",
+    MIXED: "#BBBBBB",
+}
+
+PATTERN_TITLES = {
+    "next": "Next token",
+    "previous": "Previous token",
+    "same_token": "Same token",
+    "other_sentence": "Same token, other sentence",
+    "same_word": "Other pieces of the same word",
+    "delimiter": "Delimiters ([CLS], [SEP])",
+    "broad": "Broad (bag of words)",
+    MIXED: "Mixed (no clear pattern)",
+}
+
+_EMPTY = go.layout.Template()
+_FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=11)
+
+
+def _layout(**kwargs) -> dict:
+    base = dict(template=_EMPTY, font=_FONT, paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    base.update(kwargs)
+    return base
+
+
+def escape_tokens(tokens) -> list[str]:
+    """Tokens as Plotly-safe text (``<``, ``>``, ``&`` and quotes escaped)."""
+    return [html.escape(t, quote=True) for t in tokens]
+
+
+def attention_heatmap(attention: np.ndarray, tokens: list[str], *, size: int | None = None, ticks: bool = True,
+                      title: str | None = None) -> go.Figure:
+    """Heatmap of one head's attention on one pair.
+
+    ``attention``: ``[n, n]``, rows = query ("from"), columns = key ("to").
+    Integer axes labelled with the tokens (tokens repeat), fixed colour range
+    0..1, square cells, query 0 at the top. Hover text ("from -> to: weight")
+    is filled in the browser from the tokens (see ``atlas.js``).
+    """
+    n = attention.shape[0]
+    if size is None:  # about 15 px a token, so that every token label stays readable
+        size = int(min(760, max(320, 15 * n)))
+    axis = dict(tickmode="array", tickvals=list(range(n)), ticktext=escape_tokens(tokens) if ticks else None,
+                showticklabels=ticks, showgrid=False, zeroline=False, ticks="", tickfont=dict(size=9 if n > 30 else 10))
+    margin = 70 if ticks else 4
+    fig = go.Figure(
+        go.Heatmap(z=np.asarray(attention, dtype=np.float32), zmin=0.0, zmax=1.0, colorscale="Blues",
+                   showscale=ticks, hovertemplate="%{customdata}<extra></extra>" if ticks else None,
+                   hoverinfo=None if ticks else "skip", colorbar=dict(thickness=10, len=0.8) if ticks else None),
+        layout=_layout(
+            width=size + (margin + 40 if ticks else 2 * margin), height=size + (margin + 30 if ticks else 2 * margin),
+            margin=dict(l=margin, r=4 if ticks else margin, t=30 if title else margin // 2 + 2, b=margin if ticks else margin),
+            xaxis=dict(axis, side="bottom", tickangle=-60, constrain="domain"),
+            yaxis=dict(axis, autorange="reversed", scaleanchor="x", scaleratio=1, constrain="domain"),
+            title=dict(text=html.escape(title), font=dict(size=12)) if title else None,
+        ),
+    )
+    return fig
+
+
+def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = False) -> go.Figure:
+    """Layers x heads grid coloured by label.
+
+    ``labels``: ``[layers, heads]`` label names; ``scores``: ``[layers, heads,
+    7]`` (NaN = undefined). Hover shows all seven scores; the page's script
+    opens the head page on click.
+    """
+    layers, heads = labels.shape
+    index = {name: k for k, name in enumerate(LABELS)}
+    z = np.array([[index[x] for x in row] for row in labels], dtype=np.float32)
+    k = len(LABELS)
+    colorscale = []
+    for i, name in enumerate(LABELS):
+        colorscale += [[i / k, PATTERN_COLORS[name]], [(i + 1) / k, PATTERN_COLORS[name]]]
+    hover = []
+    for layer in range(layers):
+        row = []
+        for head in range(heads):
+            lines = [f"<b>layer {layer}, head {head}: {labels[layer, head]}</b>"]
+            for p, name in enumerate(PATTERNS):
+                v = scores[layer, head, p]
+                lines.append(f"{name}: {'n/a' if np.isnan(v) else f'{v:.2f}'}")
+            row.append("<br>".join(lines))
+        hover.append(row)
+    short = {"next": "next", "previous": "prev", "same_token": "same", "other_sentence": "other",
+             "same_word": "word", "delimiter": "delim", "broad": "broad", MIXED: "·"}
+    text = [[short[x] for x in row] for row in labels]
+    return go.Figure(
+        go.Heatmap(z=z, zmin=-0.5, zmax=k - 0.5, colorscale=colorscale, showscale=False, xgap=2, ygap=2,
+                   text=text, texttemplate="%{text}", textfont=dict(size=10), customdata=hover,
+                   hovertemplate="%{customdata}<extra></extra>"),
+        layout=_layout(
+            height=60 + 38 * layers, margin=dict(l=60, r=10, t=10, b=40),
+            xaxis=dict(title="head", tickmode="array", tickvals=list(range(heads)), showgrid=False, zeroline=False),
+            yaxis=dict(title="layer", tickmode="array", tickvals=list(range(layers)), autorange="reversed",
+                       showgrid=False, zeroline=False),
+        ),
+    )
+
+
+def scores_bar(scores: dict[str, float | None], thresholds: dict[str, float], label: str) -> go.Figure:
+    """Bar chart of a head's seven scores with each threshold drawn as a tick."""
+    values = [np.nan if scores[p] is None else scores[p] for p in PATTERNS]
+    colors = [PATTERN_COLORS[p] if p == label else "#9aa5b1" for p in PATTERNS]
+    return go.Figure(
+        [
+            go.Bar(x=list(PATTERNS), y=np.array(values, dtype=np.float32), marker_color=colors, name="score",
+                   hovertemplate="%{x}: %{y:.3f}<extra></extra>"),
+            go.Scatter(x=list(PATTERNS), y=np.array([thresholds[p] for p in PATTERNS], dtype=np.float32),
+                       mode="markers", name="threshold", marker=dict(symbol="line-ew-open", size=34, color="#222", line=dict(width=3, color="#222")),
+                       hovertemplate="threshold %{x}: %{y:.2f}<extra></extra>"),
+        ],
+        layout=_layout(height=280, width=560, margin=dict(l=40, r=10, t=10, b=70), yaxis=dict(range=[0, 1.02], title="score"),
+                       showlegend=False, bargap=0.35),
+    )
+
+
+def label_counts(counts: dict[str, int]) -> go.Figure:
+    """Bar chart: number of heads per label."""
+    names = [x for x in LABELS]
+    return go.Figure(
+        go.Bar(x=names, y=[counts.get(x, 0) for x in names], marker_color=[PATTERN_COLORS[x] for x in names],
+               hovertemplate="%{x}: %{y} heads<extra></extra>"),
+        layout=_layout(height=260, margin=dict(l=40, r=10, t=10, b=70), yaxis=dict(title="heads")),
+    )
+
+
+def layer_counts(labels: np.ndarray) -> go.Figure:
+    """Stacked bars: for each layer, how many heads got each label."""
+    layers = labels.shape[0]
+    bars = []
+    for name in LABELS:
+        y = [int(np.sum(labels[layer] == name)) for layer in range(layers)]
+        if sum(y):
+            bars.append(go.Bar(x=list(range(layers)), y=y, name=name, marker_color=PATTERN_COLORS[name],
+                               hovertemplate=f"layer %{{x}}: %{{y}} {name}<extra></extra>"))
+    return go.Figure(bars, layout=_layout(barmode="stack", height=280, margin=dict(l=40, r=10, t=10, b=40),
+                                          xaxis=dict(title="layer", tickmode="linear", dtick=1), yaxis=dict(title="heads")))
+
+
+def threshold_strip(head_scores: np.ndarray, thresholds: dict[str, float]) -> go.Figure:
+    """Every head's corpus score for each pattern (one dot per head) with the
+    thresholds: how the labels fall out of the numbers. ``head_scores``:
+    ``[layers, heads, 7]``."""
+    layers, heads = head_scores.shape[:2]
+    names = [f"layer {layer}, head {head}" for layer in range(layers) for head in range(heads)]
+    traces = []
+    for p, name in enumerate(PATTERNS):
+        y = head_scores[:, :, p].reshape(-1).astype(np.float32)
+        x = np.full(y.shape, p, dtype=np.float32) + np.linspace(-0.25, 0.25, y.size, dtype=np.float32)
+        traces.append(go.Scatter(x=x, y=y, mode="markers", name=name, text=names,
+                                 marker=dict(size=5, color=PATTERN_COLORS[name], line=dict(width=0.5, color="#333")),
+                                 hovertemplate="%{text}: %{y:.3f}<extra>" + name + "</extra>"))
+        traces.append(go.Scatter(x=[p - 0.4, p + 0.4], y=[thresholds[name]] * 2, mode="lines", showlegend=False,
+                                 line=dict(color="#222", width=2), hoverinfo="skip"))
+    return go.Figure(traces, layout=_layout(
+        height=340, margin=dict(l=40, r=10, t=10, b=60), showlegend=False,
+        xaxis=dict(tickmode="array", tickvals=list(range(len(PATTERNS))), ticktext=list(PATTERNS), showgrid=False),
+        yaxis=dict(range=[0, 1.02], title="head score (corpus mean)")))
+
+
+def embed_json(fig: go.Figure, **extra) -> str:
+    """The JSON a page embeds for one figure: ``{"figure": ..., **extra}``,
+    ASCII only, with ``<``, ``>`` and ``&`` escaped so that it is inert
+    inside ``<script type="application/json">``. Deterministic."""
+    figure = json.loads(fig.to_json(validate=False))
+    return json_for_script({"figure": figure, **extra})
+
+
+def json_for_script(value) -> str:
+    """JSON that is inert inside ``<script type="application/json">``: ASCII
+    only, sorted keys, and ``<``, ``>``, ``&`` written as ``\\u003c`` etc."""
+    text = json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -1,0 +1,300 @@
+"""Pattern scores and head labels: pure functions, no I/O.
+
+The seven scores follow the six patterns of Vig (2019, "Deconstructing BERT",
+the seeds' article 000) plus broad "bag of words" attention, measured as in
+Clark et al. (2019, "What Does BERT Look At?", sections 3-4). Definitions, for
+one head and one pair with attention ``A`` (``n x n``, rows = query "from",
+columns = key "to", padding removed), ``S`` = special positions ([CLS],
+[SEP]), ``Q`` = all other positions:
+
+* ``next``           mean_{i in Q} A[i, i+1]
+* ``previous``       mean_{i in Q} A[i, i-1]
+* ``same_token``     mean_{i in Q} sum_{j in Q, tok(j) = tok(i)} A[i, j]   (j = i included)
+* ``other_sentence`` mean over i in Q having a same-token j in the other sentence
+                     of sum_{those j} A[i, j]                     (undefined if no such i)
+* ``same_word``      mean over i in Q whose word has other WordPiece pieces
+                     of sum_{other pieces j} A[i, j]              (undefined if no such i)
+* ``delimiter``      mean_{i in Q} sum_{j in S} A[i, j]
+* ``broad``          mean_{i in Q} H(A[i, :]) / ln(n), natural log, 0 ln 0 = 0
+
+Every score is a fraction of attention (or of the maximum entropy) in [0, 1].
+An undefined score is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from generator.config import PATTERNS
+
+P = len(PATTERNS)
+MIXED = "mixed"
+LABELS: tuple[str, ...] = (*PATTERNS, MIXED)
+
+
+@dataclass(frozen=True)
+class PairLayout:
+    """What the scores need to know about one tokenised pair (length ``n``).
+
+    ``tokens``: the WordPiece tokens; ``segment``: 0 for sentence a, 1 for b,
+    -1 for special tokens; ``word``: word index inside its sentence (-1 for
+    special tokens); ``special``: True at [CLS]/[SEP] (and any other special
+    token). All arrays have shape ``[n]``.
+    """
+
+    tokens: tuple[str, ...]
+    segment: np.ndarray
+    word: np.ndarray
+    special: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.tokens)
+
+    def token_ids(self) -> np.ndarray:
+        """``[n]`` int: equal values for equal lower-cased tokens."""
+        _, inverse = np.unique([t.lower() for t in self.tokens], return_inverse=True)
+        return inverse.reshape(-1)
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """Boolean masks of the pattern definitions.
+
+        ``query`` and ``special``: ``[n]``; ``same_token``, ``other_sentence``
+        and ``same_word``: ``[n, n]`` (row = query i, column = key j).
+        """
+        query = ~self.special
+        tok = self.token_ids()
+        both = query[:, None] & query[None, :]
+        same_tok = both & (tok[:, None] == tok[None, :])
+        other = same_tok & (self.segment[:, None] != self.segment[None, :])
+        same_word = (
+            both
+            & (self.segment[:, None] == self.segment[None, :])
+            & (self.word[:, None] == self.word[None, :])
+            & ~np.eye(self.n, dtype=bool)
+        )
+        return {"query": query, "special": self.special.copy(), "same_token": same_tok,
+                "other_sentence": other, "same_word": same_word}
+
+
+# ------------------------------------------------------------ reference version
+
+def pair_scores_reference(attention: np.ndarray, layout: PairLayout) -> np.ndarray:
+    """Scores of one head on one pair, computed literally from the definitions.
+
+    ``attention``: ``[n, n]`` (rows sum to 1). Returns ``[7]`` float64 in
+    :data:`PATTERNS` order, NaN where a score is undefined. Slow (Python loops);
+    it is the yardstick the batched :func:`batch_scores` is tested against.
+    """
+    A = np.asarray(attention, dtype=np.float64)
+    n = layout.n
+    tok = [t.lower() for t in layout.tokens]
+    Q = [i for i in range(n) if not layout.special[i]]
+    S = [j for j in range(n) if layout.special[j]]
+    seg, word = layout.segment, layout.word
+
+    def mean(values):
+        return float(np.mean(values)) if values else math.nan
+
+    out = {
+        "next": mean([A[i, i + 1] for i in Q if i + 1 < n]),
+        "previous": mean([A[i, i - 1] for i in Q if i >= 1]),
+        "delimiter": mean([sum(A[i, j] for j in S) for i in Q]),
+        "same_token": mean([sum(A[i, j] for j in Q if tok[j] == tok[i]) for i in Q]),
+    }
+    other = []
+    for i in Q:
+        js = [j for j in Q if tok[j] == tok[i] and seg[j] != seg[i]]
+        if js:
+            other.append(sum(A[i, j] for j in js))
+    out["other_sentence"] = mean(other)
+    pieces = []
+    for i in Q:
+        js = [j for j in Q if j != i and seg[j] == seg[i] and word[j] == word[i]]
+        if js:
+            pieces.append(sum(A[i, j] for j in js))
+    out["same_word"] = mean(pieces)
+    entropies = []
+    for i in Q:
+        h = -sum(a * math.log(a) for a in A[i] if a > 0)
+        entropies.append(h / math.log(n))
+    out["broad"] = mean(entropies)
+    return np.array([out[p] for p in PATTERNS], dtype=np.float64)
+
+
+# ------------------------------------------------------------- batched version
+
+@dataclass
+class BatchMasks:
+    """Masks of a padded batch of ``B`` pairs, length ``T`` (torch tensors).
+
+    ``query``, ``special``: ``[B, T]`` bool (padding is in neither);
+    ``same_token``, ``other_sentence``, ``same_word``: ``[B, T, T]`` bool;
+    ``length``: ``[B]`` real lengths ``n``.
+    """
+
+    query: torch.Tensor
+    special: torch.Tensor
+    same_token: torch.Tensor
+    other_sentence: torch.Tensor
+    same_word: torch.Tensor
+    length: torch.Tensor
+
+    @classmethod
+    def from_layouts(cls, layouts: list[PairLayout], width: int, device: torch.device | str = "cpu") -> BatchMasks:
+        """Stack the masks of ``layouts``, padded to ``width`` tokens."""
+        B = len(layouts)
+        vec = {k: np.zeros((B, width), dtype=bool) for k in ("query", "special")}
+        mat = {k: np.zeros((B, width, width), dtype=bool) for k in ("same_token", "other_sentence", "same_word")}
+        for b, layout in enumerate(layouts):
+            m = layout.masks()
+            n = layout.n
+            for k in vec:
+                vec[k][b, :n] = m[k]
+            for k in mat:
+                mat[k][b, :n, :n] = m[k]
+        t = {k: torch.from_numpy(v).to(device) for k, v in {**vec, **mat}.items()}
+        length = torch.tensor([layout.n for layout in layouts], device=device)
+        return cls(length=length, **t)
+
+
+def _row_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` ``[B, K, T]`` over the rows selected by ``rows``
+    ``[B, T]``; ``[B, K]``, NaN where no row is selected."""
+    w = rows.to(values.dtype)
+    total = torch.einsum("bkt,bt->bk", values, w)
+    count = w.sum(-1, keepdim=True).expand_as(total)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+
+def batch_scores(attention: torch.Tensor, masks: BatchMasks) -> torch.Tensor:
+    """Scores of every head in a padded batch, vectorised over heads and pairs.
+
+    ``attention``: ``[B, K, T, T]`` for ``K`` heads (e.g. one layer's heads,
+    or layers x heads flattened); padded keys must carry zero weight, as the
+    model's masked softmax gives. Returns ``[B, K, 7]`` float32 in
+    :data:`PATTERNS` order, NaN where undefined. Matches
+    :func:`pair_scores_reference` to float32 rounding.
+    """
+    A = attention.float()
+    B, K, T, _ = A.shape
+    q = masks.query
+    f = lambda m: m.to(A.dtype)  # noqa: E731
+    nxt = torch.zeros(B, K, T, dtype=A.dtype, device=A.device)
+    prv = torch.zeros_like(nxt)
+    nxt[..., :-1] = torch.diagonal(A, offset=1, dim1=-2, dim2=-1)
+    prv[..., 1:] = torch.diagonal(A, offset=-1, dim1=-2, dim2=-1)
+    delim = torch.einsum("bkij,bj->bki", A, f(masks.special))
+    same_tok = torch.einsum("bkij,bij->bki", A, f(masks.same_token))
+    other = torch.einsum("bkij,bij->bki", A, f(masks.other_sentence))
+    word = torch.einsum("bkij,bij->bki", A, f(masks.same_word))
+    log_n = torch.log(masks.length.to(A.dtype)).view(B, 1, 1)
+    entropy = -torch.special.xlogy(A, A).sum(-1) / log_n
+    by_name = {
+        "next": _row_mean(nxt, q),
+        "previous": _row_mean(prv, q),
+        "same_token": _row_mean(same_tok, q),
+        "other_sentence": _row_mean(other, q & masks.other_sentence.any(-1)),
+        "same_word": _row_mean(word, q & masks.same_word.any(-1)),
+        "delimiter": _row_mean(delim, q),
+        "broad": _row_mean(entropy, q),
+    }
+    return torch.stack([by_name[p] for p in PATTERNS], dim=-1)
+
+
+# ------------------------------------------------------------ corpus statistics
+
+@dataclass
+class ScoreSums:
+    """Mergeable corpus statistics: per head and pattern, the sum of the
+    defined per-pair scores and how many pairs defined it. Shapes
+    ``[layers, heads, 7]``. Shards scored anywhere merge exactly with ``+``."""
+
+    total: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def zeros(cls, layers: int, heads: int) -> ScoreSums:
+        return cls(np.zeros((layers, heads, P), np.float64), np.zeros((layers, heads, P), np.int64))
+
+    def add(self, pair_scores: np.ndarray) -> None:
+        """Add per-pair scores ``[B, layers, heads, 7]`` (NaN = undefined)."""
+        defined = ~np.isnan(pair_scores)
+        self.total += np.where(defined, pair_scores, 0.0).sum(0)
+        self.count += defined.sum(0)
+
+    def __add__(self, other: ScoreSums) -> ScoreSums:
+        return ScoreSums(self.total + other.total, self.count + other.count)
+
+    def mean(self) -> np.ndarray:
+        """``[layers, heads, 7]`` mean over the pairs where defined; NaN where none."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
+
+
+# ------------------------------------------------------------------ labelling
+
+def classify(scores: np.ndarray, thresholds: dict[str, float]) -> str:
+    """Label of one head (or one head on one pair) from its ``[7]`` scores.
+
+    The label is the pattern ``p`` with the largest ``score_p / threshold_p``
+    among those with ``score_p >= threshold_p`` (NaN never qualifies); ties go
+    to the earlier pattern in :data:`PATTERNS`; ``"mixed"`` when none
+    qualifies. A threshold of 0 makes its pattern qualify with any defined score.
+    """
+    best, best_ratio = MIXED, -1.0
+    for k, name in enumerate(PATTERNS):
+        s = scores[k]
+        t = thresholds[name]
+        if np.isnan(s) or s < t:
+            continue
+        ratio = s / t if t > 0 else math.inf
+        if ratio > best_ratio:
+            best, best_ratio = name, ratio
+    return best
+
+
+def nearest_pattern(scores: np.ndarray, thresholds: dict[str, float]) -> str:
+    """The pattern with the largest ``score_p / threshold_p`` whether or not it
+    reaches its threshold (used to pick examples for ``mixed`` heads)."""
+    ratios = [(-1.0 if np.isnan(scores[k]) else scores[k] / max(thresholds[p], 1e-9)) for k, p in enumerate(PATTERNS)]
+    return PATTERNS[int(np.argmax(ratios))]
+
+
+def classify_all(head_scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """Labels ``[...]`` (object array of str) for scores ``[..., 7]``."""
+    flat = head_scores.reshape(-1, P)
+    labels = np.array([classify(row, thresholds) for row in flat], dtype=object)
+    return labels.reshape(head_scores.shape[:-1])
+
+
+def consistency(pair_scores: np.ndarray, label: str, thresholds: dict[str, float]) -> float | None:
+    """Share of pairs that agree with a head's ``label``.
+
+    ``pair_scores``: ``[pairs, 7]`` for one head. For a pattern label: the
+    share, among pairs where that score is defined, whose score reaches the
+    threshold. For ``mixed``: the share of pairs where no pattern reaches its
+    threshold. ``None`` when no pair defines the score.
+    """
+    if label == MIXED:
+        labels = [classify(row, thresholds) for row in pair_scores]
+        return sum(1 for x in labels if x == MIXED) / len(labels) if labels else None
+    column = pair_scores[:, PATTERNS.index(label)]
+    defined = column[~np.isnan(column)]
+    if defined.size == 0:
+        return None
+    return float(np.mean(defined >= thresholds[label]))
+
+
+def top_pairs(pair_scores: np.ndarray, pattern: str, k: int) -> list[int]:
+    """Indices of the ``k`` pairs with the highest score for ``pattern``
+    (``pair_scores``: ``[pairs, 7]`` for one head); undefined scores last,
+    ties by corpus order."""
+    column = pair_scores[:, PATTERNS.index(pattern)]
+    key = np.where(np.isnan(column), -np.inf, column)
+    order = np.lexsort((np.arange(len(key)), -key))
+    return [int(i) for i in order[:k]]

@@ -1,0 +1,123 @@
+"""The batch run: stream the corpus through the model, score every head on
+every pair as each layer's attention comes out, and keep only what the site
+shows (per-pair scores, corpus sums, and the attention of the example pairs).
+
+Peak memory holds one layer's attention of one batch, the per-pair score
+table ``[pairs, layers, heads, 7]`` (float32, 2 KB per pair for 72 heads) and
+the attention of the example pairs, never the whole corpus's attention.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from generator.config import PATTERNS
+from generator.model import EncodedPair, LoadedModel, attention_for, forward_layers, length_sorted_batches, query_key_vectors
+from generator.patterns import MIXED, BatchMasks, ScoreSums, batch_scores, classify, consistency, nearest_pattern, top_pairs
+
+log = logging.getLogger(__name__)
+
+
+def score_batch(lm: LoadedModel, batch: list[EncodedPair]) -> np.ndarray:
+    """Scores of every head on each pair of one padded batch:
+    ``[B, layers, heads, 7]`` float32 (NaN = undefined)."""
+    width = max(len(e.input_ids) for e in batch)
+    masks = BatchMasks.from_layouts([e.layout for e in batch], width, lm.device)
+    out = torch.empty(len(batch), lm.layers, lm.heads, len(PATTERNS))
+
+    def on_layer(layer: int, attention: torch.Tensor) -> None:
+        out[:, layer] = batch_scores(attention, masks).cpu()
+
+    forward_layers(lm, batch, on_layer)
+    return out.numpy()
+
+
+def score_corpus(lm: LoadedModel, encoded: list[EncodedPair], batch_size: int,
+                 progress: bool = True) -> tuple[np.ndarray, ScoreSums]:
+    """Stream all pairs through the model in length-sorted batches.
+
+    Returns the per-pair scores ``[pairs, layers, heads, 7]`` (corpus order)
+    and the mergeable :class:`ScoreSums` of the corpus.
+    """
+    pair_scores = np.full((len(encoded), lm.layers, lm.heads, len(PATTERNS)), np.nan, dtype=np.float32)
+    sums = ScoreSums.zeros(lm.layers, lm.heads)
+    batches = length_sorted_batches(encoded, batch_size)
+    with tqdm(total=len(encoded), desc="scoring heads", unit="pair", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            scores = score_batch(lm, batch)
+            pair_scores[[e.index for e in batch]] = scores
+            sums.add(scores.astype(np.float64))
+            bar.update(len(batch))
+    return pair_scores, sums
+
+
+@dataclass
+class HeadSummary:
+    """One head's corpus-level result."""
+
+    layer: int
+    head: int
+    scores: dict[str, float | None]
+    label: str
+    example_pattern: str
+    consistency: float | None
+    examples: list[int]
+
+
+def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[str, float],
+                    examples_per_head: int) -> list[HeadSummary]:
+    """Label each head from the corpus means and pick its example pairs: the
+    ``examples_per_head`` pairs with the highest score for its label (for a
+    ``mixed`` head, for its nearest pattern). Heads in layer-major order."""
+    means = sums.mean()
+    out = []
+    layers, heads = means.shape[:2]
+    for layer in range(layers):
+        for head in range(heads):
+            s = means[layer, head]
+            label = classify(s, thresholds)
+            pattern = label if label != MIXED else nearest_pattern(s, thresholds)
+            per_pair = pair_scores[:, layer, head]
+            out.append(HeadSummary(
+                layer=layer, head=head,
+                scores={p: (None if np.isnan(s[k]) else float(s[k])) for k, p in enumerate(PATTERNS)},
+                label=label, example_pattern=pattern,
+                consistency=consistency(per_pair, label, thresholds),
+                examples=top_pairs(per_pair, pattern, examples_per_head),
+            ))
+    return out
+
+
+@dataclass
+class Showcase:
+    """Attention of the pairs the pages show, and q/k for each head's best pair.
+
+    ``attention``: pair index -> ``[layers, heads, n, n]`` float32.
+    ``qk``: pair index -> ``(q, k)`` each ``[layers, heads, n, head_dim]``.
+    """
+
+    attention: dict[int, np.ndarray] = field(default_factory=dict)
+    qk: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def compute_showcase(lm: LoadedModel, encoded: list[EncodedPair], pair_indices: list[int], qk_indices: list[int],
+                     batch_size: int, progress: bool = True) -> Showcase:
+    """Second, small pass over only the pairs shown on pages."""
+    show = Showcase()
+    chosen = [encoded[i] for i in sorted(set(pair_indices))]
+    with tqdm(total=len(chosen) + len(set(qk_indices)), desc="example attention", unit="pair",
+              disable=not progress, leave=False) as bar:
+        for batch in length_sorted_batches(chosen, batch_size):
+            for e, att in zip(batch, attention_for(lm, batch)):
+                show.attention[e.index] = att.astype(np.float32)
+            bar.update(len(batch))
+        for i in sorted(set(qk_indices)):
+            q, k, _ = query_key_vectors(lm, encoded[i])
+            show.qk[i] = (q, k)
+            bar.update(1)
+    return show
