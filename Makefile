@@ -33,3 +33,13 @@ test: $(STAMP)
 
 clean:
 	rm -rf build site .pytest_cache .hypothesis
+
+# Publish site/ to the gh-pages branch of REMOTE (ghp-import, as mkdocs gh-deploy does),
+# with .nojekyll so GitHub Pages serves it as it is.
+REMOTE ?= origin
+deploy: site
+	$(VENV)/bin/ghp-import --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages \
+	  --message "Deploy Attention Atlas site" site
+
+bench: $(STAMP)
+	$(PY) -m generator.bench

@@ -1,0 +1,309 @@
+"""Which heads matter for an objective: masking, ablation, gradients, groups.
+
+Head ``h`` of layer ``l`` contributes to the layer's output only through its
+slice ``[:, :, h * head_dim:(h + 1) * head_dim]`` of the input of
+``attention_output(l)`` (the ``W_O`` projection of Vaswani et al. 2017: the
+concatenated head contexts). Masking multiplies that slice by 0; gating
+multiplies it by a scalar ``xi_h`` (Michel et al. 2019, "Are Sixteen Heads
+Really Better than One?", eq. 2), both with forward pre-hooks on that module,
+so nothing of the model's code is forked and every objective of
+:mod:`generator.analysis.objective` runs unchanged under them.
+
+Heads are ``(layer, head)``, 0-based; arrays over heads are ``[layers, heads]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from generator.analysis.objective import Objective, ObjectiveResult, metric_change, spearman
+from generator.model import EncodedPair, LoadedModel, attention_for, length_sorted_batches
+
+log = logging.getLogger(__name__)
+
+Head = tuple[int, int]
+
+
+def _check_heads(lm: LoadedModel, heads: Iterable[Head]) -> dict[int, list[int]]:
+    by_layer: dict[int, list[int]] = {}
+    for item in heads:
+        try:
+            layer, head = (int(x) for x in item)
+        except (TypeError, ValueError):
+            raise ValueError(f"a head must be a (layer, head) pair of integers, not {item!r}") from None
+        if not (0 <= layer < lm.layers and 0 <= head < lm.heads):
+            raise ValueError(f"head ({layer}, {head}) is out of range: the model has {lm.layers} layers of "
+                             f"{lm.heads} heads (0-based)")
+        by_layer.setdefault(layer, [])
+        if head not in by_layer[layer]:
+            by_layer[layer].append(head)
+    return by_layer
+
+
+@contextlib.contextmanager
+def mask_heads(lm: LoadedModel, heads: Iterable[Head]) -> Iterator[None]:
+    """Zero the given heads' contexts while the ``with`` block runs.
+
+    ``heads``: ``(layer, head)`` pairs (duplicates allowed, empty = no-op).
+    One forward pre-hook per affected layer on ``lm.attention_output(layer)``
+    multiplies its input ``[batch, seq, heads * head_dim]`` by a 0/1 vector,
+    so the masked slices become exactly 0 and every other slice is unchanged
+    bit for bit (``x * 1.0 == x``). This is the ``head_mask`` of older
+    transformers (Michel et al. 2019 section 2.2, ``xi_h = 0``). Hooks are
+    removed on exit, also after an exception. Raises :class:`ValueError` for a
+    head out of range or not a pair of integers.
+    """
+    by_layer = _check_heads(lm, heads)
+    handles = []
+    try:
+        for layer, hs in by_layer.items():
+            keep = torch.ones(lm.heads, lm.head_dim)
+            keep[hs] = 0.0
+            keep = keep.reshape(-1)
+
+            def hook(module, args, keep=keep):
+                x = args[0]
+                return (x * keep.to(device=x.device, dtype=x.dtype), *args[1:])
+
+            handles.append(lm.attention_output(layer).register_forward_pre_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def gate_heads(lm: LoadedModel, gates: torch.Tensor) -> Iterator[None]:
+    """Multiply every head's context by a gate ``xi`` while the block runs.
+
+    ``gates``: ``[layers, heads]`` (the same gate for every row of a batch) or
+    ``[rows, layers, heads]`` (one gate per batch row, the form used for
+    per-example gradients); it may require grad. Head ``h`` of layer ``l``
+    contributes ``xi[l, h] * Att_h(x)`` to the multi-head attention (Michel et
+    al. 2019, eq. 2): all gates 1 leaves the model unchanged. Raises
+    :class:`ValueError` for a wrong shape; a ``[rows, ...]`` gate whose
+    ``rows`` differs from the batch fails in the forward pass.
+    """
+    shape = tuple(gates.shape)
+    if shape[-2:] != (lm.layers, lm.heads) or len(shape) not in (2, 3):
+        raise ValueError(f"gates must be [layers, heads] = [{lm.layers}, {lm.heads}] or [rows, {lm.layers}, "
+                         f"{lm.heads}], not {list(shape)}")
+    handles = []
+    try:
+        for layer in range(lm.layers):
+            def hook(module, args, layer=layer):
+                x = args[0]  # [R, T, H * d]
+                g = gates[layer] if gates.dim() == 2 else gates[:, layer]  # [H] or [R, H]
+                g = g.to(device=x.device, dtype=x.dtype).reshape(-1 if gates.dim() == 3 else 1, 1, lm.heads, 1)
+                y = (x.reshape(*x.shape[:-1], lm.heads, lm.head_dim) * g).reshape(x.shape)
+                return (y, *args[1:])
+
+            handles.append(lm.attention_output(layer).register_forward_pre_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def all_heads(lm: LoadedModel) -> list[Head]:
+    """Every ``(layer, head)`` in layer-major order."""
+    return [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
+
+
+def heads_with_label(labels: np.ndarray, label: str) -> list[Head]:
+    """The heads whose label (``labels``: ``[layers, heads]`` of str, e.g. from
+    :func:`generator.patterns.classify_all`) equals ``label``, layer-major."""
+    return [(int(l), int(h)) for l, h in zip(*np.nonzero(np.asarray(labels) == label))]
+
+
+# ------------------------------------------------------------------ ablation
+
+@dataclass(frozen=True)
+class AblationImportance:
+    """Each head masked alone.
+
+    ``baseline``: the objective with no head masked. ``change``: ``[layers,
+    heads]`` float64, :func:`metric_change` of the objective with that head
+    masked (signed masked - baseline, or the mean absolute per-pair change for
+    an unlabelled similarity). ``metric``: ``[layers, heads]`` the corpus
+    metric with that head masked. Heads not evaluated are NaN.
+    """
+
+    baseline: ObjectiveResult
+    change: np.ndarray
+    metric: np.ndarray
+
+
+def ablation_importance(objective: Objective, heads: Iterable[Head] | None = None,
+                        progress: bool = False) -> AblationImportance:
+    """Mask each head of ``heads`` (default: all) alone and evaluate
+    ``objective``: ``1 + len(heads)`` evaluations of the whole corpus
+    (Michel et al. 2019 section 3.1). Raises :class:`ValueError` for a head
+    out of range."""
+    from tqdm import tqdm
+
+    lm = objective.lm
+    heads = all_heads(lm) if heads is None else list(heads)
+    _check_heads(lm, heads)
+    baseline = objective.evaluate()
+    change = np.full((lm.layers, lm.heads), np.nan)
+    metric = np.full((lm.layers, lm.heads), np.nan)
+    for layer, head in tqdm(heads, desc="head ablation", unit="head", disable=not progress, leave=False):
+        with mask_heads(lm, [(layer, head)]):
+            masked = objective.evaluate()
+        change[layer, head] = metric_change(baseline, masked)
+        metric[layer, head] = masked.metric
+    return AblationImportance(baseline=baseline, change=change, metric=metric)
+
+
+# ------------------------------------------------------------------ gradients
+
+@dataclass(frozen=True)
+class GradientImportance:
+    """Michel et al. (2019) head importance.
+
+    ``raw``: ``[layers, heads]`` float64, ``I_h = E_x |dL(x)/dxi_h|`` at
+    ``xi = 1`` (their eq. 3), the mean over the corpus's pairs of the absolute
+    per-pair gradient, in units of the objective's loss per unit gate.
+    ``normalized``: ``raw`` divided, layer by layer, by the L2 norm of that
+    layer's row (their section 4.2, after Molchanov et al. 2017); a layer whose
+    row is all 0 stays 0. ``pairs``: how many pairs the mean is over.
+    """
+
+    raw: np.ndarray
+    normalized: np.ndarray
+    pairs: int
+
+
+def gradient_importance(objective: Objective) -> GradientImportance:
+    """One forward and one backward pass per batch of the objective.
+
+    Each batch gets a gate ``[rows, layers, heads]`` of ones requiring grad
+    (:func:`gate_heads`); ``torch.autograd.grad`` of the batch's summed loss
+    gives per-row gradients (rows are independent), which are summed over
+    each pair's rows to give that pair's ``dL/dxi``, then ``|.|`` is averaged
+    over pairs. Only the gates' gradients are computed; no parameter ``.grad``
+    is touched.
+    """
+    lm = objective.lm
+    total = np.zeros((lm.layers, lm.heads), dtype=np.float64)
+    pairs = 0
+    for batch in objective.loss_batches():
+        rows = len(batch.row_pair)
+        gates = torch.ones(rows, lm.layers, lm.heads, device=lm.device, requires_grad=True)
+        with torch.enable_grad():
+            with gate_heads(lm, gates):
+                loss = batch.forward()
+            (grad,) = torch.autograd.grad(loss, gates)
+        grad = grad.double().cpu().numpy()  # [R, L, H]
+        ids, inverse = np.unique(batch.row_pair, return_inverse=True)
+        per_pair = np.zeros((len(ids), lm.layers, lm.heads))
+        np.add.at(per_pair, inverse.reshape(-1), grad)
+        total += np.abs(per_pair).sum(0)
+        pairs += len(ids)
+    raw = total / max(pairs, 1)
+    norm = np.linalg.norm(raw, axis=1, keepdims=True)
+    normalized = np.divide(raw, norm, out=np.zeros_like(raw), where=norm > 0)
+    return GradientImportance(raw=raw, normalized=normalized, pairs=pairs)
+
+
+def rank_correlation(ablation_change: np.ndarray, gradient: np.ndarray, absolute: bool = True) -> float:
+    """Spearman rank correlation between ablation and gradient importance over
+    the heads (both ``[layers, heads]``, flattened; heads NaN in either are
+    left out).
+
+    ``absolute``: rank the ablation by ``|change|`` (the size of the effect,
+    comparable with the unsigned gradient importance); with ``False`` by
+    ``-change`` (the drop of the metric). Returns NaN for fewer than 2 heads or
+    a constant array. Raises :class:`ValueError` for shapes that differ.
+    """
+    a = np.asarray(ablation_change, dtype=np.float64)
+    g = np.asarray(gradient, dtype=np.float64)
+    if a.shape != g.shape:
+        raise ValueError(f"ablation {a.shape} and gradient {g.shape} importance must have the same shape")
+    a = np.abs(a) if absolute else -a
+    keep = ~(np.isnan(a) | np.isnan(g))
+    return spearman(a[keep], g[keep])
+
+
+# -------------------------------------------------------------- group masking
+
+@dataclass(frozen=True)
+class GroupMasking:
+    """The effect of masking a group of heads together.
+
+    ``heads``: the masked heads. ``baseline`` / ``masked``: the objective
+    without / with the group masked; ``change``: :func:`metric_change`.
+    ``movement``: ``[layers, heads]`` float64, for each remaining head the mean
+    over pairs of the mean absolute change of its attention weights,
+    ``mean_p mean_{i,j} |A'_p[i, j] - A_p[i, j]|`` (attention on ``[CLS] a
+    [SEP] b [SEP]``, probability units); NaN for the masked heads. ``top``:
+    the remaining head that moved most. ``pair_index``: the corpus index of the
+    pair whose ``before`` / ``after`` attention ``[n, n]`` of ``top`` is given
+    (rows = query), with its ``tokens``.
+    """
+
+    heads: list[Head]
+    baseline: ObjectiveResult
+    masked: ObjectiveResult
+    change: float
+    movement: np.ndarray
+    top: Head
+    pair_index: int
+    tokens: tuple[str, ...]
+    before: np.ndarray
+    after: np.ndarray
+
+
+def group_masking(objective: Objective, encoded: list[EncodedPair], heads: Iterable[Head], *,
+                  batch_size: int = 32, pair_index: int | None = None) -> GroupMasking:
+    """Mask ``heads`` together; measure the objective and the attention shift.
+
+    ``encoded``: the corpus as :func:`generator.model.encode_pairs` gives it
+    (attention is read on those inputs). ``pair_index``: the pair whose
+    before/after matrices are returned; default the pair on which the top
+    head moved most. Two attention passes over ``encoded`` plus two
+    evaluations of the objective. Raises :class:`ValueError` for an empty
+    group, a head out of range, a group holding every head, or a
+    ``pair_index`` not among ``encoded``.
+    """
+    lm = objective.lm
+    heads = list(dict.fromkeys((int(l), int(h)) for l, h in heads))
+    if not heads:
+        raise ValueError("group_masking needs at least one head")
+    _check_heads(lm, heads)
+    if len(heads) == lm.layers * lm.heads:
+        raise ValueError("group_masking: every head is masked, none remains to compare")
+    baseline = objective.evaluate()
+    with mask_heads(lm, heads):
+        masked = objective.evaluate()
+    position = {e.index: k for k, e in enumerate(encoded)}
+    if pair_index is not None and pair_index not in position:
+        raise ValueError(f"pair_index {pair_index} is not among the encoded pairs")
+    moved = np.zeros((len(encoded), lm.layers, lm.heads))
+    for batch in length_sorted_batches(encoded, batch_size):
+        before = attention_for(lm, batch)
+        with mask_heads(lm, heads):
+            after = attention_for(lm, batch)
+        for e, b, a in zip(batch, before, after):
+            moved[position[e.index]] = np.abs(a.astype(np.float64) - b).mean(axis=(-2, -1))
+    movement = moved.mean(0)
+    for layer, head in heads:
+        movement[layer, head] = np.nan
+    flat = int(np.nanargmax(movement))
+    top = (flat // lm.heads, flat % lm.heads)
+    if pair_index is None:
+        pair_index = encoded[int(np.argmax(moved[:, top[0], top[1]]))].index
+    e = encoded[position[pair_index]]
+    before_m = attention_for(lm, [e])[0][top[0], top[1]]
+    with mask_heads(lm, heads):
+        after_m = attention_for(lm, [e])[0][top[0], top[1]]
+    return GroupMasking(heads=heads, baseline=baseline, masked=masked, change=metric_change(baseline, masked),
+                        movement=movement, top=top, pair_index=int(pair_index), tokens=e.layout.tokens,
+                        before=before_m, after=after_m)

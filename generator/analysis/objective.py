@@ -1,0 +1,489 @@
+"""Scalar objectives that head masking and gradients are measured against.
+
+Three objectives, each computed per pair and summarised as one corpus metric,
+in batches, through the model's ordinary forward pass, so that any forward
+hook that is active (:func:`generator.analysis.importance.mask_heads`,
+:func:`generator.analysis.importance.gate_heads`) acts on them:
+
+``similarity`` (any encoder, the default model included)
+    Sentences ``a`` and ``b`` are embedded *separately* as ``[CLS] s [SEP]``;
+    the embedding is the mean of the last hidden state over the non-padding
+    tokens ([CLS] and [SEP] included), i.e. sentence-transformers' mean
+    pooling (Reimers & Gurevych 2019), which is how all-MiniLM-L6-v2 is used.
+    Per-pair value: cosine similarity of the two embeddings, in [-1, 1].
+    Corpus metric: the Spearman rank correlation between similarity and the
+    pairs' ``label`` when every pair has a label and the labels are not all
+    equal (the STS-benchmark convention); otherwise the mean similarity.
+    Differentiable loss (gradient importance): with labels, the
+    sentence-transformers ``CosineSimilarityLoss``, ``(cos - y')**2`` with
+    ``y' = (y - min y) / (max y - min y)`` the labels scaled to [0, 1]; without
+    labels the cosine itself (only ``|dL/dxi|`` is used, so the sign is moot).
+
+``mlm`` (checkpoints with a masked-LM head, loaded with :func:`load_task_model`)
+    Pseudo-log-likelihood (Salazar et al. 2020, "Masked Language Model
+    Scoring", eq. 2): ``PLL(W) = sum_t log P(w_t | W with w_t -> [MASK])``,
+    masking the non-special tokens of ``[CLS] a [SEP] b [SEP]`` one at a time;
+    natural log (nats). Per-pair value: the PLL (<= 0). Corpus metric: the
+    PLL per scored token, ``sum PLL / sum tokens`` (higher is better;
+    ``exp(-metric)`` is the pseudo-perplexity). ``max_positions`` caps the
+    scored tokens per pair with a subset drawn by ``numpy.random.default_rng
+    (seed)`` (fixed seed, so every evaluation scores the same tokens). Loss:
+    ``-PLL``.
+
+``classification`` (checkpoints with a sequence-classification head)
+    Input ``[CLS] a [SEP] b [SEP]``; prediction = argmax of the logits.
+    Per-pair value: 1.0 when the prediction equals the integer ``label``, else
+    0.0. Corpus metric: accuracy. Loss: cross-entropy.
+
+How a metric *changes* under masking is :func:`metric_change`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from generator.config import Pair
+from generator.errors import AtlasError
+from generator.model import (BERT_FAMILY, EncodedPair, LoadedModel, _looks_like_hub_name, encode_pairs,
+                             pick_device, resolve_model_path)
+
+log = logging.getLogger(__name__)
+
+ObjectiveName = Literal["similarity", "mlm", "classification"]
+
+
+# ----------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class ObjectiveResult:
+    """One evaluation of an objective on a corpus.
+
+    ``per_pair``: ``[pairs]`` float64 in corpus order (cosine similarity, PLL
+    in nats, or 1.0/0.0 correct). ``metric``: the corpus metric (NaN when it is
+    undefined, e.g. a Spearman correlation of a constant). ``metric_name``:
+    ``"spearman"``, ``"mean_similarity"``, ``"pll_per_token"`` or
+    ``"accuracy"``. ``predictions``: ``[pairs]`` predicted classes for
+    ``classification``, else ``None``. ``tokens``: ``[pairs]`` number of scored
+    tokens for ``mlm``, else ``None``.
+    """
+
+    objective: str
+    metric_name: str
+    metric: float
+    per_pair: np.ndarray
+    higher_is_better: bool = True
+    predictions: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+
+
+def metric_change(base: ObjectiveResult, masked: ObjectiveResult) -> float:
+    """How much an objective changed between ``base`` (no mask) and ``masked``.
+
+    * ``mean_similarity`` (similarity without labels): the mean absolute change
+      of the per-pair similarity, ``mean_p |cos'_p - cos_p|`` (>= 0, unsigned:
+      without labels there is no better or worse direction);
+    * every other metric: ``masked.metric - base.metric``, signed; negative
+      means the masked heads helped the objective.
+
+    Raises :class:`ValueError` when the two results are of different metrics
+    or corpus sizes.
+    """
+    if base.metric_name != masked.metric_name or base.per_pair.shape != masked.per_pair.shape:
+        raise ValueError(f"cannot compare {base.metric_name} over {base.per_pair.shape[0]} pairs with "
+                         f"{masked.metric_name} over {masked.per_pair.shape[0]} pairs")
+    if base.metric_name == "mean_similarity":
+        return float(np.mean(np.abs(masked.per_pair - base.per_pair)))
+    return float(masked.metric - base.metric)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation of two ``[k]`` arrays (average ranks for
+    ties; ``scipy.stats.spearmanr``). NaN when ``k < 2`` or either is constant."""
+    from scipy.stats import spearmanr
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+# --------------------------------------------------------------- protocol
+
+@dataclass
+class LossBatch:
+    """One batch for gradients: the model rows it runs and how they map to pairs.
+
+    ``row_pair``: ``[R]`` int, the corpus index of the pair each of the ``R``
+    model rows (sequences) belongs to (a similarity pair is two rows, an mlm
+    pair one row per scored token). ``forward()``: runs the model on the rows
+    (hooks active at call time apply) and returns a scalar tensor, the sum over
+    the batch's pairs of their per-pair loss. Because rows never interact, the
+    gradient of that sum with respect to a per-row gate, summed over a pair's
+    rows, is the gradient of that pair's own loss.
+    """
+
+    row_pair: np.ndarray
+    forward: Callable[[], torch.Tensor]
+
+
+class Objective(Protocol):
+    """What :mod:`generator.analysis.importance` needs of an objective."""
+
+    name: str
+    lm: LoadedModel
+    n_pairs: int
+
+    def evaluate(self) -> ObjectiveResult: ...
+
+    def loss_batches(self) -> Iterator[LossBatch]: ...
+
+
+# ------------------------------------------------------------- helpers
+
+def _pad(lm: LoadedModel, seqs: list[list[int]], types: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad token id lists into ``input_ids`` / ``attention_mask`` (and
+    ``token_type_ids`` when the tokenizer makes them) ``[R, T]`` on the device."""
+    width = max(len(s) for s in seqs)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    tti = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, :len(s)] = 1
+        if types is not None:
+            tti[r, :len(s)] = torch.tensor(types[r], dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in getattr(lm.tokenizer, "model_input_names", ("token_type_ids",)):
+        out["token_type_ids"] = tti
+    return {k: v.to(lm.device) for k, v in out.items()}
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` ``[R, T, D]`` over the tokens where
+    ``attention_mask`` ``[R, T]`` is 1 -> ``[R, D]`` (sentence-transformers'
+    mean pooling)."""
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def _last_hidden(lm: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    base = getattr(lm.model, "base_model", lm.model)
+    return base(**inputs).last_hidden_state
+
+
+def _all_labels(pairs: list[Pair]) -> np.ndarray | None:
+    if pairs and all(p.label is not None for p in pairs):
+        return np.array([float(p.label) for p in pairs], dtype=np.float64)
+    return None
+
+
+# -------------------------------------------------------------- similarity
+
+class SimilarityObjective:
+    """Cosine similarity of separately embedded sentences (see the module doc).
+
+    ``lm``: any loaded encoder (its base model is used). ``pairs``: the
+    corpus. Each sentence is tokenised once here, truncated to ``max_length``
+    tokens; batches hold ``batch_size`` pairs (``2 * batch_size`` rows: the
+    ``a`` sentences, then the ``b`` sentences), pairs sorted by length.
+    Raises :class:`AtlasError` for an empty corpus.
+    """
+
+    name = "similarity"
+
+    def __init__(self, lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32, max_length: int = 128):
+        if not pairs:
+            raise AtlasError("similarity objective: the corpus has no pairs")
+        self.lm = lm
+        self.n_pairs = len(pairs)
+        tok = lm.tokenizer
+        enc_a = tok([p.a for p in pairs], truncation=True, max_length=max_length)
+        enc_b = tok([p.b for p in pairs], truncation=True, max_length=max_length)
+        self._a = [list(x) for x in enc_a["input_ids"]]
+        self._b = [list(x) for x in enc_b["input_ids"]]
+        order = sorted(range(len(pairs)), key=lambda i: (max(len(self._a[i]), len(self._b[i])), i))
+        self._batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        labels = _all_labels(pairs)
+        if labels is not None and np.all(labels == labels[0]):
+            log.warning("similarity objective: every pair has the same label %g; using the mean similarity "
+                        "instead of the Spearman correlation", labels[0])
+            labels = None
+        self.labels = labels
+        if labels is not None:
+            self._target = (labels - labels.min()) / (labels.max() - labels.min())
+
+    def _cosines(self, batch: list[int]) -> torch.Tensor:
+        """``[len(batch)]`` cosine similarities of the batch's pairs (graph kept)."""
+        seqs = [self._a[i] for i in batch] + [self._b[i] for i in batch]
+        inputs = _pad(self.lm, seqs)
+        emb = mean_pool(_last_hidden(self.lm, inputs), inputs["attention_mask"])
+        k = len(batch)
+        return torch.nn.functional.cosine_similarity(emb[:k], emb[k:], dim=-1)
+
+    def evaluate(self) -> ObjectiveResult:
+        """Per-pair cosine similarity ``[pairs]`` and the corpus metric."""
+        per_pair = np.empty(self.n_pairs, dtype=np.float64)
+        with torch.no_grad():
+            for batch in self._batches:
+                per_pair[batch] = self._cosines(batch).double().cpu().numpy()
+        if self.labels is not None:
+            return ObjectiveResult("similarity", "spearman", spearman(per_pair, self.labels), per_pair)
+        return ObjectiveResult("similarity", "mean_similarity", float(per_pair.mean()), per_pair)
+
+    def loss_batches(self) -> Iterator[LossBatch]:
+        """Batches whose loss is the sum of ``(cos - y')**2`` (labels) or of
+        ``cos`` (no labels) over their pairs; rows: the ``a``s then the ``b``s."""
+        for batch in self._batches:
+            def forward(batch=batch) -> torch.Tensor:
+                cos = self._cosines(batch)
+                if self.labels is None:
+                    return cos.sum()
+                target = torch.as_tensor(self._target[batch], dtype=cos.dtype, device=cos.device)
+                return ((cos - target) ** 2).sum()
+            yield LossBatch(row_pair=np.array(batch + batch, dtype=np.int64), forward=forward)
+
+
+def similarity(lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32, max_length: int = 128) -> ObjectiveResult:
+    """Evaluate the similarity objective once (see :class:`SimilarityObjective`)."""
+    return SimilarityObjective(lm, pairs, batch_size=batch_size, max_length=max_length).evaluate()
+
+
+# ---------------------------------------------------------------- masked LM
+
+class _GatherPositions:
+    """Forward pre-hook on the output-embedding (decoder) layer that keeps only
+    one position per row, so that the vocabulary projection -- the costliest
+    part of the masked-LM head -- runs on the masked tokens only. Valid because
+    the head is position-wise and the decoder is its last operation (BERT's
+    ``cls.predictions.decoder``, RoBERTa's ``lm_head.decoder``)."""
+
+    def __init__(self, positions: torch.Tensor):
+        self.positions = positions  # [R]
+
+    def __call__(self, module, args):
+        hidden = args[0]  # [R, T, D]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden[rows, self.positions].unsqueeze(1), *args[1:])
+
+
+class MaskedLMObjective:
+    """Pseudo-log-likelihood of each pair (see the module doc).
+
+    ``lm``: a :class:`LoadedModel` whose ``.model`` has a masked-LM head (from
+    :func:`load_task_model` with ``task="mlm"``). Rows: one copy of the pair
+    per scored token, that token replaced by ``[MASK]``; ``batch_size`` rows a
+    batch. Raises :class:`AtlasError` when the model has no masked-LM head or
+    the tokenizer no mask token.
+    """
+
+    name = "mlm"
+
+    def __init__(self, lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 64, max_length: int = 128,
+                 max_positions: int | None = None, seed: int = 0):
+        if not pairs:
+            raise AtlasError("mlm objective: the corpus has no pairs")
+        if lm.tokenizer.mask_token_id is None:
+            raise AtlasError(f"mlm objective: the tokenizer of {lm.name_or_path!r} has no mask token")
+        if not hasattr(lm.model, "get_output_embeddings") or lm.model.get_output_embeddings() is None:
+            raise AtlasError(f"mlm objective: {lm.name_or_path!r} is loaded without a masked-LM head; "
+                             "load it with load_task_model(name, 'mlm')")
+        self.lm = lm
+        self.n_pairs = len(pairs)
+        self.encoded: list[EncodedPair] = encode_pairs(lm, pairs, max_length, "mlm objective")
+        rng = np.random.default_rng(seed)
+        rows: list[tuple[int, int]] = []  # (pair, position)
+        self.tokens = np.zeros(self.n_pairs, dtype=np.int64)
+        for e in self.encoded:
+            positions = np.flatnonzero(~e.layout.special)
+            if max_positions is not None and positions.size > max_positions:
+                positions = np.sort(rng.choice(positions, size=max_positions, replace=False))
+            self.tokens[e.index] = positions.size
+            rows.extend((e.index, int(t)) for t in positions)
+        rows.sort(key=lambda r: (len(self.encoded[r[0]].input_ids), r[0], r[1]))
+        self._batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+
+    def _log_probs(self, rows: list[tuple[int, int]]) -> torch.Tensor:
+        """``[R]`` log P(original token | its copy with that token masked)."""
+        mask_id = self.lm.tokenizer.mask_token_id
+        seqs, types, true, pos = [], [], [], []
+        for p, t in rows:
+            e = self.encoded[p]
+            ids = e.input_ids.tolist()
+            true.append(ids[t])
+            ids[t] = mask_id
+            seqs.append(ids)
+            types.append(e.token_type_ids.tolist() if e.token_type_ids is not None else [0] * len(ids))
+            pos.append(t)
+        inputs = _pad(self.lm, seqs, types)
+        positions = torch.tensor(pos, device=self.lm.device)
+        handle = self.lm.model.get_output_embeddings().register_forward_pre_hook(_GatherPositions(positions))
+        try:
+            logits = self.lm.model(**inputs).logits[:, 0]  # [R, V]
+        finally:
+            handle.remove()
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return logp.gather(1, torch.tensor(true, device=self.lm.device).unsqueeze(1)).squeeze(1)
+
+    def evaluate(self) -> ObjectiveResult:
+        """Per-pair PLL ``[pairs]`` (nats) and the PLL per scored token."""
+        per_pair = np.zeros(self.n_pairs, dtype=np.float64)
+        with torch.no_grad():
+            for rows in self._batches:
+                lp = self._log_probs(rows).double().cpu().numpy()
+                np.add.at(per_pair, [p for p, _ in rows], lp)
+        metric = float(per_pair.sum() / max(int(self.tokens.sum()), 1))
+        return ObjectiveResult("mlm", "pll_per_token", metric, per_pair, tokens=self.tokens.copy())
+
+    def loss_batches(self) -> Iterator[LossBatch]:
+        """Batches whose loss is ``-sum log P`` over their rows (so a pair's
+        rows together give ``-PLL``)."""
+        for rows in self._batches:
+            yield LossBatch(row_pair=np.array([p for p, _ in rows], dtype=np.int64),
+                            forward=lambda rows=rows: -self._log_probs(rows).sum())
+
+
+def mlm(lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 64, max_length: int = 128,
+        max_positions: int | None = None, seed: int = 0) -> ObjectiveResult:
+    """Evaluate the pseudo-log-likelihood objective once (see :class:`MaskedLMObjective`)."""
+    return MaskedLMObjective(lm, pairs, batch_size=batch_size, max_length=max_length,
+                             max_positions=max_positions, seed=seed).evaluate()
+
+
+# ------------------------------------------------------------ classification
+
+class ClassificationObjective:
+    """Accuracy of a sequence classifier on ``[CLS] a [SEP] b [SEP]``.
+
+    ``lm``: a :class:`LoadedModel` whose ``.model`` is a sequence classifier
+    (from :func:`load_task_model` with ``task="classification"``). Raises
+    :class:`AtlasError` naming the pair when a label is missing, not an
+    integer, or not in ``[0, num_labels)``, and when the model has no
+    classification head.
+    """
+
+    name = "classification"
+
+    def __init__(self, lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32, max_length: int = 128):
+        if not pairs:
+            raise AtlasError("classification objective: the corpus has no pairs")
+        num_labels = int(getattr(lm.model.config, "num_labels", 0))
+        if not type(lm.model).__name__.endswith("ForSequenceClassification"):
+            raise AtlasError(f"classification objective: {lm.name_or_path!r} is loaded without a classification "
+                             "head; load it with load_task_model(name, 'classification')")
+        labels = []
+        for index, p in enumerate(pairs):
+            y = p.label
+            if y is None or not float(y).is_integer() or not 0 <= int(y) < num_labels:
+                raise AtlasError(f"classification objective: pair {index} (id {p.id!r}), field 'label': "
+                                 f"{y!r} is not a class index in 0..{num_labels - 1}")
+            labels.append(int(y))
+        self.lm = lm
+        self.n_pairs = len(pairs)
+        self.labels = np.array(labels, dtype=np.int64)
+        self.encoded = encode_pairs(lm, pairs, max_length, "classification objective")
+        order = sorted(self.encoded, key=lambda e: (len(e.input_ids), e.index))
+        self._batches = [[e.index for e in order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+
+    def _logits(self, batch: list[int]) -> torch.Tensor:
+        es = [self.encoded[i] for i in batch]
+        types = [e.token_type_ids.tolist() if e.token_type_ids is not None else [0] * len(e.input_ids) for e in es]
+        return self.lm.model(**_pad(self.lm, [e.input_ids.tolist() for e in es], types)).logits
+
+    def evaluate(self) -> ObjectiveResult:
+        """Per-pair correctness ``[pairs]`` (1.0/0.0), predictions, accuracy."""
+        pred = np.zeros(self.n_pairs, dtype=np.int64)
+        with torch.no_grad():
+            for batch in self._batches:
+                pred[batch] = self._logits(batch).argmax(-1).cpu().numpy()
+        correct = (pred == self.labels).astype(np.float64)
+        return ObjectiveResult("classification", "accuracy", float(correct.mean()), correct, predictions=pred)
+
+    def loss_batches(self) -> Iterator[LossBatch]:
+        """Batches whose loss is the summed cross-entropy of their pairs."""
+        for batch in self._batches:
+            def forward(batch=batch) -> torch.Tensor:
+                logits = self._logits(batch).float()
+                target = torch.as_tensor(self.labels[batch], device=logits.device)
+                return torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+            yield LossBatch(row_pair=np.array(batch, dtype=np.int64), forward=forward)
+
+
+def classification(lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32,
+                   max_length: int = 128) -> ObjectiveResult:
+    """Evaluate the classification objective once (see :class:`ClassificationObjective`)."""
+    return ClassificationObjective(lm, pairs, batch_size=batch_size, max_length=max_length).evaluate()
+
+
+def make_objective(name: ObjectiveName, lm: LoadedModel, pairs: list[Pair], **options) -> Objective:
+    """The objective called ``name`` bound to ``lm`` and ``pairs``;
+    ``options`` go to its constructor (``batch_size``, ``max_length``, and for
+    ``mlm`` ``max_positions`` and ``seed``). Raises :class:`AtlasError` for an
+    unknown name and whatever the constructor raises."""
+    classes = {"similarity": SimilarityObjective, "mlm": MaskedLMObjective, "classification": ClassificationObjective}
+    if name not in classes:
+        raise AtlasError(f"unknown objective {name!r}; choose one of {', '.join(classes)}")
+    return classes[name](lm, pairs, **options)
+
+
+# ------------------------------------------------------------ task models
+
+def load_task_model(name_or_path: str, task: Literal["mlm", "classification"], device: str = "auto") -> LoadedModel:
+    """Load a checkpoint *with its task head* (``AutoModelForMaskedLM`` or
+    ``AutoModelForSequenceClassification``), eager attention, eval mode, as a
+    :class:`LoadedModel` (so :meth:`LoadedModel.attention_output` and head
+    masking work on it as on the bare encoder).
+
+    Raises :class:`AtlasError` when the folder does not exist, the model is
+    not BERT-family, the tokenizer is not fast, or the checkpoint has no
+    trained weights for the head (e.g. all-MiniLM-L6-v2 has no masked-LM and no
+    classification head; transformers would otherwise initialise one at
+    random).
+    """
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    classes = {"mlm": AutoModelForMaskedLM, "classification": AutoModelForSequenceClassification}
+    if task not in classes:
+        raise AtlasError(f"unknown task {task!r}; choose 'mlm' or 'classification'")
+    resolved = resolve_model_path(name_or_path)
+    if Path(resolved).expanduser().exists():
+        resolved = str(Path(resolved).expanduser())
+    elif not _looks_like_hub_name(resolved):
+        raise AtlasError(f"model.name_or_path: folder {resolved!r} does not exist")
+    try:
+        config = AutoConfig.from_pretrained(resolved)
+        if config.model_type not in BERT_FAMILY:
+            raise AtlasError(f"model.name_or_path: {name_or_path!r} is a {config.model_type!r} model, "
+                             "not a BERT-family encoder")
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        model, info = classes[task].from_pretrained(resolved, attn_implementation="eager", output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise AtlasError(f"model.name_or_path: cannot load {name_or_path!r} for {task}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    missing_head = sorted(k for k in info.get("missing_keys", []) if not k.startswith(prefix))
+    if missing_head:
+        what = "masked-LM" if task == "mlm" else "sequence-classification"
+        raise AtlasError(f"model.name_or_path: {name_or_path!r} has no trained {what} head "
+                         f"(missing {', '.join(missing_head[:3])}{', ...' if len(missing_head) > 3 else ''})")
+    if not getattr(tokenizer, "is_fast", False):
+        raise AtlasError(f"model.name_or_path: {name_or_path!r} has no fast tokenizer (tokenizer.json)")
+    dev = pick_device(device)
+    model.to(dev).eval()
+    heads = config.num_attention_heads
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(f"{resolved}:{task}".encode())
+    return LoadedModel(model=model, tokenizer=tokenizer, device=dev, name_or_path=name_or_path,
+                       layers=config.num_hidden_layers, heads=heads, head_dim=config.hidden_size // heads,
+                       fingerprint=digest.hexdigest()[:16])

@@ -1,0 +1,116 @@
+"""End-to-end: a real site from a small real corpus and the packaged model,
+checked for what a reader sees (pages, figures, heads.json, escaping)."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import re
+from pathlib import Path
+
+from generator.config import PATTERNS
+
+LAYERS, HEADS = 6, 12
+
+
+def html_files(site: Path) -> list[Path]:
+    return sorted(site.rglob("*.html"))
+
+
+def test_every_page_exists(built_site):
+    site = built_site["site"]
+    assert (site / "index.html").is_file()
+    assert (site / "methodology" / "index.html").is_file()
+    assert (site / "pairs" / "index.html").is_file()
+    for layer in range(LAYERS):
+        assert (site / "layers" / f"layer-{layer:02d}" / "index.html").is_file()
+        for head in range(HEADS):
+            assert (site / "heads" / f"layer-{layer:02d}-head-{head:02d}" / "index.html").is_file()
+    for pattern in (*PATTERNS, "mixed"):
+        assert (site / "patterns" / pattern.replace("_", "-") / "index.html").is_file()
+    pair_pages = sorted((site / "pairs").glob("p*/index.html"))
+    assert len(pair_pages) == 11  # pair_pages: all, 8 + 1 Chinese + 2 hostile
+    assert (site / "assets" / "plotly.min.js").stat().st_size > 3_000_000
+
+
+def test_heads_json(built_site):
+    site = built_site["site"]
+    doc = json.loads((site / "data" / "heads.json").read_text(encoding="utf-8"))
+    assert doc["model"] == {"name_or_path": "sentence-transformers/all-MiniLM-L6-v2", "layers": 6, "heads": 12}
+    assert doc["corpus"] == {"path": "content/corpus.yml", "pairs": 11}
+    assert set(doc["thresholds"]) == set(PATTERNS)
+    assert len(doc["heads"]) == LAYERS * HEADS
+    seen = {(h["layer"], h["head"]) for h in doc["heads"]}
+    assert seen == {(l, h) for l in range(LAYERS) for h in range(HEADS)}
+    for h in doc["heads"]:
+        assert set(h["scores"]) == set(PATTERNS)
+        for name, value in h["scores"].items():
+            assert value is None or 0.0 <= value <= 1.0, (h, name)
+        assert h["pattern"] in (*PATTERNS, "mixed")
+        assert h["consistency"] is None or 0.0 <= h["consistency"] <= 1.0
+        assert (site / h["page"] / "index.html").is_file()
+    l0h2 = next(h for h in doc["heads"] if (h["layer"], h["head"]) == (0, 2))
+    assert l0h2["pattern"] == "previous"
+    assert l0h2["scores"]["previous"] > 0.95
+    assert l0h2["consistency"] == 1.0
+
+
+def test_head_page_shows_label_scores_and_examples(built_site):
+    page = (built_site["site"] / "heads" / "layer-00-head-02" / "index.html").read_text(encoding="utf-8")
+    assert "Layer 0, head 2" in page
+    assert 'class="label label-previous"' in page
+    # scores bar + examples_per_head heatmaps
+    assert page.count('class="atlas-figure') >= 1 + 2
+    for name in PATTERNS:
+        assert f"<td>{name}</td>" in page or f"label-{name}" in page
+    assert "heads/layer-00-head-01/" not in page or "../layer-00-head-01/" in page
+
+
+def test_links_are_relative_and_nav_sorted(built_site):
+    page = (built_site["site"] / "layers" / "layer-03" / "index.html").read_text(encoding="utf-8")
+    hrefs = re.findall(r'href="([^"]+)"', page)
+    assert not [h for h in hrefs if h.startswith("/")], "absolute links break a subpath such as /repo/"
+    nav = page[page.index("md-nav--primary"):page.index('class="md-content"')]
+    nav_heads = re.findall(r'href="\.\./\.\./heads/layer-03-head-(\d\d)/"', nav)
+    assert list(dict.fromkeys(nav_heads)) == [f"{h:02d}" for h in range(HEADS)]
+
+
+def test_corpus_text_is_escaped_everywhere(built_site):
+    raw = ["<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>", "<b>bold?</b>",
+           "javascript:alert(1)"]
+    for path in html_files(built_site["site"]):
+        text = path.read_text(encoding="utf-8")
+        for needle in raw[:3]:
+            assert needle not in text, f"{needle!r} unescaped in {path}"
+        assert 'href="javascript' not in text
+    hostile = next(p for p in (built_site["site"] / "pairs").glob("p*-xss-img*/index.html"))
+    text = hostile.read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "{{ jinja }}" in text and "{% raw %}" in text  # shown literally, not evaluated
+    assert "[x](javascript:alert(1))" in text  # not turned into a link
+
+
+def test_template_change_rerenders_from_cache(built_site, tmp_path):
+    """A second build with the same inputs reads every number from the cache
+    (no model load) and gives byte-identical pages and data."""
+    from generator.cli import run_build
+
+    other = tmp_path / "site2"
+    timings = run_build(built_site["config"], site_dir=other, progress=False)
+    assert "load_s" not in timings and "forward_score_s" not in timings
+    cmp = filecmp.dircmp(built_site["site"], other)
+    differing = []
+
+    def walk(c, prefix=""):
+        differing.extend(prefix + f for f in c.diff_files + c.left_only + c.right_only)
+        for name, sub in c.subdirs.items():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(cmp)
+    # filecmp's shallow compare trusts equal size + mtime; force a content check
+    for path in built_site["site"].rglob("*"):
+        if path.is_file():
+            twin = other / path.relative_to(built_site["site"])
+            if path.read_bytes() != twin.read_bytes():
+                differing.append(str(path.relative_to(built_site["site"])))
+    assert not differing, f"builds differ: {sorted(set(differing))[:10]}"
