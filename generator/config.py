@@ -40,7 +40,7 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SiteMeta(_Strict):
@@ -52,7 +52,7 @@ class SiteMeta(_Strict):
     @field_validator("site_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", value):
+        if value is not None and not re.fullmatch(r"https?://[^\s/<>\"'`]+(/[^\s<>\"'`]*)?", value):
             raise ValueError("must be an http(s) URL such as https://user.github.io/repo/")
         return value
 
@@ -310,12 +310,14 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f
 
 
 def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe slug: ASCII ``[a-z0-9-]``, at most ``limit`` chars,
-    never empty or a reserved device name; a short hash keeps distinct texts
-    distinct when characters had to be dropped."""
+    """A file-name-safe slug: ASCII ``[a-z0-9-]``, at most ``limit + 9``
+    chars, never empty or a reserved device name. A text that is already such
+    a slug is kept; any other gets an 8-hex hash of the text appended, so that
+    distinct texts give distinct slugs."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     base = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:limit].strip("-")
-    if base != text or not base or base in _RESERVED:
+    looks_hashed = re.search(r"-[0-9a-f]{8}$", text) is not None
+    if base != text or looks_hashed or not base or base in _RESERVED:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
         base = f"{base}-{digest}" if base and base not in _RESERVED else f"id-{digest}"
     return base

@@ -267,17 +267,18 @@ def iter_pair_attention(lm: LoadedModel, encoded: list[EncodedPair], batch_size:
         yield from zip(batch, attention_for(lm, batch))
 
 
-def query_key_vectors(lm: LoadedModel, pair: EncodedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-head query and key vectors of one pair, read with forward hooks on
-    the model's own ``query`` and ``key`` projections.
+def capture_query_key(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, np.ndarray]:
+    """Queries, keys and attention of a padded batch, read with forward hooks
+    on the model's own ``query`` and ``key`` projections (bias included,
+    before the ``1/sqrt(head_dim)`` scale).
 
-    Returns ``(q, k, attention)``: ``q`` and ``k`` float32
-    ``[layers, heads, n, head_dim]`` (bias included, before the
-    ``1/sqrt(head_dim)`` scale), ``attention`` ``[layers, heads, n, n]``.
-    Then ``softmax(q @ k.T / sqrt(head_dim))`` equals the attention
-    (Vaswani et al. 2017, eq. 1; no mask is needed for a single unpadded pair).
+    Returns ``q``, ``k``: ``[B, layers, heads, T, head_dim]``; ``attention``:
+    ``[B, layers, heads, T, T]``; ``mask``: ``[B, T]`` (1 = real token). For
+    every head, ``softmax(q @ k.T / sqrt(head_dim) + (1 - mask) * -inf)``
+    is the attention (Vaswani et al. 2017, eq. 1).
     """
     captured: dict[tuple[int, str], torch.Tensor] = {}
+    per_layer: list[torch.Tensor] = [None] * lm.layers  # type: ignore[list-item]
     handles = []
     for layer in range(lm.layers):
         module = lm.self_attention(layer)
@@ -285,16 +286,34 @@ def query_key_vectors(lm: LoadedModel, pair: EncodedPair) -> tuple[np.ndarray, n
             def hook(mod, args, output, layer=layer, name=name):
                 captured[(layer, name)] = output.detach().float().cpu()
             handles.append(getattr(module, name).register_forward_hook(hook))
+
+    def keep(layer: int, attention: torch.Tensor) -> None:
+        per_layer[layer] = attention.float().cpu()
+
     try:
-        attention = attention_for(lm, [pair])[0]
+        forward_layers(lm, batch, keep)
     finally:
         for h in handles:
             h.remove()
-    n = len(pair.input_ids)
+    B = len(batch)
+    T = per_layer[0].shape[-1]
 
-    def heads_of(t: torch.Tensor) -> np.ndarray:  # [1, n, H*d] -> [H, n, d]
-        return t[0, :n].view(n, lm.heads, lm.head_dim).transpose(0, 1).numpy()
+    def heads_of(t: torch.Tensor) -> torch.Tensor:  # [B, T, H*d] -> [B, H, T, d]
+        return t.view(B, T, lm.heads, lm.head_dim).transpose(1, 2)
 
-    q = np.stack([heads_of(captured[(layer, "query")]) for layer in range(lm.layers)])
-    k = np.stack([heads_of(captured[(layer, "key")]) for layer in range(lm.layers)])
-    return q.astype(np.float32), k.astype(np.float32), attention
+    q = torch.stack([heads_of(captured[(layer, "query")]) for layer in range(lm.layers)], dim=1)
+    k = torch.stack([heads_of(captured[(layer, "key")]) for layer in range(lm.layers)], dim=1)
+    mask = np.zeros((B, T), dtype=np.int64)
+    for b, e in enumerate(batch):
+        mask[b, :len(e.input_ids)] = 1
+    return {"q": q.numpy(), "k": k.numpy(), "attention": torch.stack(per_layer, dim=1).numpy(), "mask": mask}
+
+
+def query_key_vectors(lm: LoadedModel, pair: EncodedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-head query and key vectors of one pair (see :func:`capture_query_key`).
+
+    Returns ``(q, k, attention)``: ``q`` and ``k`` float32
+    ``[layers, heads, n, head_dim]``, ``attention`` ``[layers, heads, n, n]``.
+    """
+    out = capture_query_key(lm, [pair])
+    return out["q"][0].astype(np.float32), out["k"][0].astype(np.float32), out["attention"][0]

@@ -192,11 +192,14 @@ def batch_scores(attention: torch.Tensor, masks: BatchMasks) -> torch.Tensor:
     same_tok = torch.einsum("bkij,bij->bki", A, f(masks.same_token))
     other = torch.einsum("bkij,bij->bki", A, f(masks.other_sentence))
     word = torch.einsum("bkij,bij->bki", A, f(masks.same_word))
+    pos = torch.arange(T, device=A.device).unsqueeze(0)
+    has_next = pos < (masks.length.unsqueeze(1) - 1)
+    has_prev = pos >= 1
     log_n = torch.log(masks.length.to(A.dtype)).view(B, 1, 1)
     entropy = -torch.special.xlogy(A, A).sum(-1) / log_n
     by_name = {
-        "next": _row_mean(nxt, q),
-        "previous": _row_mean(prv, q),
+        "next": _row_mean(nxt, q & has_next),
+        "previous": _row_mean(prv, q & has_prev),
         "same_token": _row_mean(same_tok, q),
         "other_sentence": _row_mean(other, q & masks.other_sentence.any(-1)),
         "same_word": _row_mean(word, q & masks.same_word.any(-1)),

@@ -81,8 +81,8 @@ def load_yaml(path: Path, what: str) -> LoadedYaml:
         raise AtlasError(f"{path}: {what} file not found") from None
     if size > MAX_YAML_BYTES:
         raise AtlasError(
-            f"{path}: {what} file is {size / 2**20:.1f} MiB, over the limit of "
-            f"{MAX_YAML_BYTES / 2**20:.0f} MiB; split the corpus or raise MAX_YAML_BYTES"
+            f"{path}: {what} file is {size:,} bytes, over the limit of {MAX_YAML_BYTES:,} bytes "
+            f"({MAX_YAML_BYTES / 2**20:.0f} MiB); split the corpus or raise generator.yamlio.MAX_YAML_BYTES"
         )
     try:
         text = path.read_text(encoding="utf-8")
