@@ -25,7 +25,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from generator import figures
+from generator import figures, qk, views
 from generator.figures import json_for_script
 from generator.config import PATTERNS, Config, slug
 from generator.errors import AtlasError
@@ -104,6 +104,15 @@ class _Figures:
         return Markup(
             f'<div class="atlas-figure {css}" id="{fid}" data-spec="{fid}-spec"></div>\n'
             f'<script type="application/json" id="{fid}-spec">{payload}</script>'
+        )
+
+    def view(self, kind: str, payload: dict) -> Markup:
+        """An interactive view (``headview``, ``modelview``, ``qkview``) of ``views.js``."""
+        self.count += 1
+        vid = f"{self.prefix}-{kind}-{self.count}"
+        return Markup(
+            f'<div class="atlas-{kind}" id="{vid}" data-spec="{vid}-spec"></div>\n'
+            f'<script type="application/json" id="{vid}-spec">{json_for_script(payload)}</script>'
         )
 
 
@@ -207,6 +216,43 @@ class SiteModel:
                          "tags": " ".join(pair.tags), "href": link})
         return Markup(json_for_script(rows))
 
+    # --- the interactive views (issue: look inside a head)
+    def head_view(self, layer: int, head: int) -> dict:
+        """Head view of one head on its best example pair."""
+        ex = self.data.head(layer, head).examples[0]
+        return views.head_view_data(self.data.showcase.attention[ex][layer, head], self.data.layouts[ex])
+
+    def pair_view(self, index: int, from_doc: str) -> dict:
+        """All heads of one pair: head view with selectors, and the model view."""
+        labels = self.pair_labels(index).tolist()
+        return views.head_view_data(self.data.showcase.attention[index], self.data.layouts[index],
+                                    head_labels=labels, head_links=self.grid_links(from_doc))
+
+    def best_query(self, layer: int, head: int) -> int:
+        """The query position that puts most attention on its pattern's keys."""
+        h = self.data.head(layer, head)
+        ex = h.examples[0]
+        cells = qk.pattern_pairs(self.data.layouts[ex], h.example_pattern)
+        mass = (self.data.showcase.attention[ex][layer, head] * cells).sum(-1)
+        return int(np.argmax(mass))
+
+    def qk_view(self, layer: int, head: int) -> dict | None:
+        h = self.data.head(layer, head)
+        ex = h.examples[0]
+        if ex not in self.data.showcase.qk:
+            return None
+        q, k = self.data.showcase.qk[ex]
+        return views.qk_view_data(q[layer, head], k[layer, head], self.data.showcase.attention[ex][layer, head],
+                                  self.data.layouts[ex], self.best_query(layer, head))
+
+    def neurons(self, layer: int, head: int) -> dict | None:
+        h = self.data.head(layer, head)
+        ex = h.examples[0]
+        if ex not in self.data.showcase.qk:
+            return None
+        q, k = self.data.showcase.qk[ex]
+        return qk.pattern_neurons(q[layer, head], k[layer, head], self.data.layouts[ex], h.example_pattern)
+
     def pair_labels(self, index: int) -> np.ndarray:
         """``[layers, heads]`` labels of every head on one pair."""
         s = self.data.pair_scores[index]
@@ -256,7 +302,9 @@ def _nav(pages: list[Page], data: AtlasData) -> list:
         entries += [{by_doc[head_doc(layer, h)].title: head_doc(layer, h)} for h in range(data.n_heads)]
         layers.append({f"Layer {layer}": entries})
     nav.append({"Layers": layers})
-    nav.append({"Pairs": [{p.title: p.doc} for p in pages if p.doc.startswith("pairs/")]})
+    # Pair pages are reached from the corpus table and the head pages; listing
+    # them in the navigation would repeat every pair on every page.
+    nav.append({"Pairs": "pairs/index.md"})
     nav.append({"Methodology": "methodology.md"})
     return nav
 
@@ -272,7 +320,7 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     pages, sm = build_pages(cfg, data)
     docs.mkdir(parents=True, exist_ok=True)
     common = {"sm": sm, "data": data, "cfg": cfg, "head_doc": head_doc, "layer_doc": layer_doc,
-              "pattern_doc": pattern_doc, "rel": rel, "figures": figures, "np": np}
+              "pattern_doc": pattern_doc, "rel": rel, "figures": figures, "np": np, "zip": zip}
 
     def render(page: Page) -> None:
         template = env.get_template(page.template)
@@ -289,7 +337,7 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     import plotly
 
     shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", assets / "plotly.min.js")
-    for name in ("atlas.js", "atlas.css"):
+    for name in ("atlas.js", "views.js", "atlas.css"):
         shutil.copyfile(TEMPLATES / "assets" / name, assets / name)
     data_dir = docs / "data"
     data_dir.mkdir(exist_ok=True)

@@ -139,7 +139,8 @@ class PageWatch:
     def open(self, url: str) -> None:
         self.page.goto(url, wait_until="load")
         self.page.wait_for_function(
-            "() => [...document.querySelectorAll('.atlas-figure')].every(e => e.getAttribute('data-rendered'))",
+            "() => [...document.querySelectorAll('.atlas-figure, .atlas-headview, .atlas-modelview, .atlas-qkview')]"
+            ".every(e => e.getAttribute('data-rendered'))",
             timeout=30_000)
 
 

@@ -22,9 +22,12 @@ def test_page_renders_every_figure(watched, site_url, path):
     watched.open(site_url + path)
     page = watched.page
     expected = page.locator(".atlas-figure").count()
-    assert page.locator(".js-plotly-plot").count() == expected
+    assert page.locator(".atlas-figure.js-plotly-plot").count() == expected
     if expected:
         assert page.locator(".atlas-figure .main-svg").count() >= expected
+    # the query/key view draws two Plotly figures of its own, the pair head view one
+    views = 2 * page.locator(".atlas-qkview").count() + page.locator(".atlas-headview .hv-heatmap").count()
+    assert page.locator(".js-plotly-plot").count() == expected + views
     assert_clean(watched, site_url)
 
 
@@ -88,8 +91,71 @@ def test_subpath(watched, subpath_url):
     for path in ("", "heads/layer-01-head-00/", "pairs/"):
         watched.open(subpath_url + path)
         page = watched.page
-        assert page.locator(".js-plotly-plot").count() == page.locator(".atlas-figure").count()
+        assert page.locator(".atlas-figure.js-plotly-plot").count() == page.locator(".atlas-figure").count()
     links = watched.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
     internal = [u for u in links if u.startswith("http://127.0.0.1")]
     assert internal and all("/repo/" in u for u in internal)
     assert_clean(watched, subpath_url)
+
+
+def visible_lines(page, root=".atlas-headview") -> int:
+    return int(page.locator(root).first.get_attribute("data-visible-lines"))
+
+
+def test_head_view_selecting_a_token_changes_what_is_shown(watched, site_url):
+    watched.open(site_url + "heads/layer-00-head-02/")
+    page = watched.page
+    view = page.locator(".atlas-headview").first
+    assert view.locator("svg.hv-svg").count() == 1
+    all_lines = visible_lines(page)
+    assert all_lines > 5
+    token = view.locator("text.hv-left").nth(3)
+    token.click()  # pins token 3
+    pinned = visible_lines(page)
+    assert 0 < pinned < all_lines
+    weights = [w for w in view.locator("text.hv-weight").all_text_contents() if w]
+    assert len(weights) == view.locator("text.hv-right").count()
+    assert max(float(w) for w in weights) > 0.9  # a previous-token head: one line carries ~all weight
+    assert "position 3" in view.locator(".hv-info").inner_text()
+    view.locator("select.hv-filter").select_option("ba")
+    assert visible_lines(page) == 0  # token 3 is in sentence A: no B->A line starts there
+    token.click()  # release
+    assert visible_lines(page) < all_lines  # B->A lines only
+    view.locator("select.hv-filter").select_option("all")
+    assert visible_lines(page) == all_lines
+    assert_clean(watched, site_url)
+
+
+def test_query_key_view_reproduces_attention(watched, site_url):
+    watched.open(site_url + "heads/layer-01-head-11/")
+    page = watched.page
+    view = page.locator(".atlas-qkview").first
+    assert view.locator(".js-plotly-plot").count() == 2
+    assert float(view.get_attribute("data-max-error")) < 1e-5
+    first = view.locator(".qk-dots .main-svg").first.inner_html()
+    view.locator("select.qk-query").select_option("1")
+    assert view.locator(".qk-dots .main-svg").first.inner_html() != first
+    assert float(view.get_attribute("data-max-error")) < 1e-5
+    assert page.locator("article h3", has_text="The neurons that carry").count() == 1
+    assert page.locator("table.atlas-neurons tbody tr").count() == 5
+    assert_clean(watched, site_url)
+
+
+def test_pair_page_model_view_and_word_level(watched, site_url):
+    watched.open(site_url + "pairs/p0000-vig-store/")
+    page = watched.page
+    assert page.locator(".atlas-modelview canvas.mv-thumb").count() == 72
+    assert page.locator(".atlas-modelview .mv-cell .label").count() == 72
+    hv = page.locator(".atlas-headview").first
+    heat = hv.locator(".hv-heatmap")
+    assert heat.get_attribute("data-level") == "tokens"
+    ticks_tokens = heat.locator(".xtick").count()
+    hv.locator("button.hv-level[data-level=words]").click()
+    assert heat.get_attribute("data-level") == "words"
+    assert heat.locator(".xtick").count() == ticks_tokens - 1  # straw ##berries -> strawberries
+    hv.locator("select.hv-layer").select_option("3")
+    hv.locator("select.hv-head").select_option("7")
+    assert "layer 3, head 7" in heat.inner_text()
+    page.locator(".atlas-modelview .mv-cell").nth(2).click()
+    page.wait_for_url("**/heads/layer-00-head-02/")
+    assert_clean(watched, site_url)

@@ -1,0 +1,102 @@
+"""Data -> the JSON read by the interactive views in ``assets/views.js``:
+the head view (bertviz-style lines), the model view (all heads of one pair as
+thumbnails) and the query/key view. Arrays travel as base64 typed arrays;
+attention for the line and thumbnail views is quantised to uint8 (1/255
+steps), which is finer than a line's opacity or a thumbnail pixel can show.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from generator.figures import escape_tokens
+from generator.patterns import PairLayout
+
+
+def b64(array: np.ndarray, dtype: str) -> str:
+    """Base64 of ``array`` as little-endian ``dtype`` ("u1" or "f4")."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
+
+
+def quantize(attention: np.ndarray) -> np.ndarray:
+    """Attention weights in [0, 1] -> uint8 0..255 (same shape)."""
+    return np.clip(np.rint(np.asarray(attention, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+
+
+def sides(layout: PairLayout) -> list[int]:
+    """Sentence of every position for the A/B filters: 0 up to and including
+    the first separator ([CLS] a [SEP]), 1 after it (b [SEP])."""
+    out, side = [], 0
+    for pos in range(layout.n):
+        out.append(side)
+        if layout.special[pos] and pos > 0 and side == 0:
+            side = 1
+    return out
+
+
+def word_groups(layout: PairLayout) -> tuple[list[int], list[str]]:
+    """Group each token with the other pieces of its word.
+
+    Returns ``(group of each token [n], label of each group)``; special tokens
+    are groups of their own; labels join the pieces ("straw ##berries" ->
+    "strawberries") and are HTML-escaped for Plotly.
+    """
+    groups: list[int] = []
+    labels: list[str] = []
+    key_of_group: dict[tuple[int, int], int] = {}
+    for pos, tok in enumerate(layout.tokens):
+        if layout.special[pos]:
+            groups.append(len(labels))
+            labels.append(tok)
+            continue
+        key = (int(layout.segment[pos]), int(layout.word[pos]))
+        if key in key_of_group and groups and groups[-1] == key_of_group[key]:
+            g = key_of_group[key]
+            labels[g] += tok[2:] if tok.startswith("##") else tok
+        else:
+            g = len(labels)
+            key_of_group[key] = g
+            labels.append(tok)
+        groups.append(g)
+    return groups, escape_tokens(labels)
+
+
+def word_attention(attention: np.ndarray, groups: list[int]) -> np.ndarray:
+    """Word-level attention (Clark et al. 2019, §4.1): attention *to* a word
+    is the sum over its pieces, attention *from* a word the mean over its
+    pieces. ``attention`` ``[n, n]`` -> ``[words, words]``; rows still sum to 1."""
+    g = np.asarray(groups)
+    w = g.max() + 1
+    onehot = np.zeros((len(g), w))
+    onehot[np.arange(len(g)), g] = 1.0
+    to_words = attention @ onehot                                  # [n, w]: sum over the key pieces
+    return (onehot.T @ to_words) / onehot.sum(0)[:, None]          # [w, w]: mean over the query pieces
+
+
+def head_view_data(attention: np.ndarray, layout: PairLayout, *, head_labels=None, head_links=None,
+                   start: tuple[int, int] = (0, 0)) -> dict:
+    """JSON for one head view. ``attention``: ``[n, n]`` (one head) or
+    ``[layers, heads, n, n]`` (all heads of the pair; the view gets layer and
+    head selectors and the model view reads the same data). ``head_labels``
+    / ``head_links``: ``[layers][heads]`` label and head-page link."""
+    att = np.asarray(attention)
+    if att.ndim == 2:
+        att = att[None, None]
+    layers, heads, n, _ = att.shape
+    groups, group_labels = word_groups(layout)
+    return {
+        "tokens": escape_tokens(layout.tokens), "sides": sides(layout), "n": n, "layers": layers, "heads": heads,
+        "att": b64(quantize(att), "u1"), "groups": groups, "group_labels": group_labels,
+        "labels": head_labels, "links": head_links, "start": list(start),
+    }
+
+
+def qk_view_data(q: np.ndarray, k: np.ndarray, attention: np.ndarray, layout: PairLayout, start_query: int) -> dict:
+    """JSON for the query/key view of one head on one pair: ``q``, ``k``
+    ``[n, d]`` float32, the model's ``attention`` ``[n, n]`` (to check the
+    softmax in the browser)."""
+    n, d = q.shape
+    return {"tokens": escape_tokens(layout.tokens), "n": n, "d": d, "q": b64(q, "f4"), "k": b64(k, "f4"),
+            "att": b64(attention, "f4"), "start": int(start_query), "special": [bool(x) for x in layout.special]}
