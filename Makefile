@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONFIG ?= site_config.yml
-# A CPU build of torch: taken from local wheels when the machine has them
-# (pip's find-links), else from the PyTorch CPU index. Set TORCH_INDEX_URL to
-# a CUDA index (or empty for PyPI's default build) on a GPU machine.
+# A CPU build of torch (torch==X+cpu): found by pip's own configuration where
+# the machine provides one (local wheels, a mirror), else taken from the
+# PyTorch CPU index. On a GPU machine set TORCH_INDEX_URL to a CUDA index, or
+# install torch into .venv first: a torch already there is kept.
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
@@ -20,7 +21,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --no-index "torch==$(TORCH_VERSION)" 2>/dev/null || \
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==$(TORCH_VERSION)+cpu" || \
 	  $(PIP) install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PIP) install -e ".[test]"
 	touch $(STAMP)

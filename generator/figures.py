@@ -182,7 +182,8 @@ def threshold_strip(head_scores: np.ndarray, thresholds: dict[str, float]) -> go
                                  line=dict(color="#222", width=2), hoverinfo="skip"))
     return go.Figure(traces, layout=_layout(
         height=340, margin=dict(l=40, r=10, t=10, b=60), showlegend=False,
-        xaxis=dict(tickmode="array", tickvals=list(range(len(PATTERNS))), ticktext=list(PATTERNS), showgrid=False),
+        xaxis=dict(tickmode="array", tickvals=list(range(len(PATTERNS))), ticktext=list(PATTERNS), showgrid=False,
+                   zeroline=False),
         yaxis=dict(range=[0, 1.02], title="head score (corpus mean)")))
 
 

@@ -198,8 +198,10 @@ class SiteModel:
     def versions(self) -> list[tuple[str, str]]:
         from importlib.metadata import PackageNotFoundError, version
 
-        out = []
-        for name in ("attention-atlas", "torch", "transformers", "tokenizers", "plotly", "mkdocs-material"):
+        from generator import __version__
+
+        out = [("attention-atlas", __version__)]
+        for name in ("torch", "transformers", "tokenizers", "plotly", "mkdocs-material"):
             try:
                 out.append((name, version(name)))
             except PackageNotFoundError:
