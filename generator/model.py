@@ -106,7 +106,9 @@ def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
     needed for word ids.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bars cover the slow parts
     resolved = resolve_model_path(name_or_path)
     if Path(resolved).expanduser().exists():
         resolved = str(Path(resolved).expanduser())
