@@ -35,12 +35,24 @@ test: $(STAMP)
 clean:
 	rm -rf build site .pytest_cache .hypothesis
 
-# Publish site/ to the gh-pages branch of REMOTE (ghp-import, as mkdocs gh-deploy does),
-# with .nojekyll so GitHub Pages serves it as it is.
+# Publish $(SITE_DIR) to the $(BRANCH) branch of $(REMOTE) with ghp-import, as
+# `mkdocs gh-deploy` does, with .nojekyll so GitHub Pages serves it as it is.
+# ghp-import commits in the git repository of its working directory:
+# DEPLOY_REPO (default: this one). NO_BUILD=1 publishes the existing
+# $(SITE_DIR) without rebuilding it first. SITE_DIR must be the config's
+# output.site_dir when the build runs. Example, to a local bare repository:
+#   make deploy NO_BUILD=1 REMOTE=/tmp/pages.git DEPLOY_REPO=/tmp/clone
+SITE_DIR ?= site
 REMOTE ?= origin
-deploy: site
-	$(VENV)/bin/ghp-import --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages \
-	  --message "Deploy Attention Atlas site" site
+BRANCH ?= gh-pages
+DEPLOY_REPO ?= .
+DEPLOY_MESSAGE ?= Deploy Attention Atlas site
+NO_BUILD ?=
+GHP_IMPORT ?= $(abspath $(VENV))/bin/ghp-import
+deploy: $(if $(NO_BUILD),,site)
+	test -f "$(abspath $(SITE_DIR))/index.html" || { echo "deploy: no site in $(SITE_DIR); run make site" >&2; exit 1; }
+	cd "$(DEPLOY_REPO)" && "$(GHP_IMPORT)" --no-jekyll --push --force --remote "$(REMOTE)" --branch "$(BRANCH)" \
+	  --message "$(DEPLOY_MESSAGE)" "$(abspath $(SITE_DIR))"
 
 bench: $(STAMP)
 	$(PY) -m generator.bench

@@ -84,6 +84,21 @@ class Thresholds(_Strict):
         return {name: float(getattr(self, name)) for name in PATTERNS}
 
 
+class AnalysisConfig(_Strict):
+    """Which heads matter and why (head masking, gradients, attribution,
+    perturbed masking, head map), computed in the same batch run."""
+
+    objective: Literal["similarity", "mlm", "classification"] = "similarity"
+    importance: bool = True
+    group_masking: bool = True
+    attribution: bool = True
+    attribution_steps: Annotated[int, Field(ge=2, le=1000)] = 50
+    perturbed_masking: bool = True
+    perturbed_layer: int = -1
+    head_map: bool = True
+    max_pairs: Annotated[int, Field(ge=0, le=10000)] = 12
+
+
 class OutputConfig(_Strict):
     build_dir: NonEmpty = "build"
     site_dir: NonEmpty = "site"
@@ -98,6 +113,7 @@ class RawConfig(_Strict):
     thresholds: Thresholds = Thresholds()
     examples_per_head: Annotated[int, Field(ge=1, le=20)] = 3
     pair_pages: Literal["examples", "all"] = "examples"
+    analysis: AnalysisConfig = AnalysisConfig()
     output: OutputConfig = OutputConfig()
 
 
@@ -261,14 +277,27 @@ def load_corpus(path: Path) -> list[Pair]:
     for index, item in enumerate(items):
         if isinstance(item, dict):
             item = dict(item)
+            raw_id = item.get("id")
             for field in _TEXT_FIELDS:
                 value = item.get(field)
                 if isinstance(value, str):
                     new = clean_text(value)
                     if _CONTROL.search(value):
                         log.warning("%s:%s: pair %d (id %r), field '%s': removed control characters",
-                                    path, doc.line_of((index, field)), index, item.get("id"), field)
+                                    path, doc.line_of((index, field)), index, raw_id, field)
                     item[field] = new
+            # ids and tags lose control characters too (ids keep their spaces)
+            if isinstance(raw_id, str) and _CONTROL.search(raw_id):
+                log.warning("%s:%s: pair %d (id %r), field 'id': removed control characters",
+                            path, doc.line_of((index, "id")), index, raw_id)
+                item["id"] = _CONTROL.sub("", raw_id)
+            tags = item.get("tags")
+            if isinstance(tags, list):
+                for position, tag in enumerate(tags):
+                    if isinstance(tag, str) and _CONTROL.search(tag):
+                        log.warning("%s:%s: pair %d (id %r), field 'tags.%d': removed control characters",
+                                    path, doc.line_of((index, "tags", position)), index, raw_id, position)
+                item["tags"] = [clean_text(tag) if isinstance(tag, str) else tag for tag in tags]
         cleaned.append(item)
     describe = _describe_pair(cleaned)
     pairs: list[Pair] = []

@@ -56,7 +56,7 @@ def escape_tokens(tokens) -> list[str]:
 
 
 def attention_heatmap(attention: np.ndarray, tokens: list[str], *, size: int | None = None, ticks: bool = True,
-                      title: str | None = None) -> go.Figure:
+                      title: str | None = None, zmax: float = 1.0, colorscale: str = "Blues") -> go.Figure:
     """Heatmap of one head's attention on one pair.
 
     ``attention``: ``[n, n]``, rows = query ("from"), columns = key ("to").
@@ -71,7 +71,7 @@ def attention_heatmap(attention: np.ndarray, tokens: list[str], *, size: int | N
                 showticklabels=ticks, showgrid=False, zeroline=False, ticks="", tickfont=dict(size=9 if n > 30 else 10))
     margin = 70 if ticks else 4
     fig = go.Figure(
-        go.Heatmap(z=np.asarray(attention, dtype=np.float32), zmin=0.0, zmax=1.0, colorscale="Blues",
+        go.Heatmap(z=np.asarray(attention, dtype=np.float32), zmin=0.0, zmax=float(zmax), colorscale=colorscale,
                    showscale=ticks, hovertemplate="%{customdata}<extra></extra>" if ticks else None,
                    hoverinfo=None if ticks else "skip", colorbar=dict(thickness=10, len=0.8) if ticks else None),
         layout=_layout(
@@ -200,3 +200,51 @@ def json_for_script(value) -> str:
     only, sorted keys, and ``<``, ``>``, ``&`` written as ``\\u003c`` etc."""
     text = json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def head_values(values: np.ndarray, *, title: str, signed: bool = True, fmt: str = ".3f") -> go.Figure:
+    """Layers x heads heatmap of one number per head (``values``: ``[layers,
+    heads]``), diverging around 0 when ``signed`` (blue up, orange down)."""
+    layers, heads = values.shape
+    v = np.asarray(values, dtype=np.float32)
+    m = float(np.nanmax(np.abs(v))) or 1.0
+    scale = [[0, "#d95f02"], [0.5, "#ffffff"], [1, "#1f5fa8"]] if signed else "Blues"
+    return go.Figure(
+        go.Heatmap(z=v, zmin=-m if signed else 0.0, zmax=m, colorscale=scale, xgap=2, ygap=2,
+                   texttemplate="%{z:" + fmt + "}", textfont=dict(size=9),
+                   hovertemplate="layer %{y}, head %{x}: %{z:" + fmt + "}<extra>" + html.escape(title) + "</extra>",
+                   colorbar=dict(thickness=10)),
+        layout=_layout(height=60 + 38 * layers, margin=dict(l=60, r=10, t=10, b=40),
+                       xaxis=dict(title="head", tickmode="array", tickvals=list(range(heads)), showgrid=False, zeroline=False),
+                       yaxis=dict(title="layer", tickmode="array", tickvals=list(range(layers)), autorange="reversed",
+                                  showgrid=False, zeroline=False)))
+
+
+def head_scatter(x: np.ndarray, y: np.ndarray, labels: np.ndarray, *, x_title: str, y_title: str,
+                 equal_axes: bool = False) -> go.Figure:
+    """One point per head at ``(x, y)`` (each ``[layers, heads]``), coloured
+    by label, one trace per label (the page's script opens a head on click)."""
+    layers, heads = labels.shape
+    traces = []
+    for name in LABELS:
+        idx = [(l, h) for l in range(layers) for h in range(heads) if labels[l, h] == name]
+        if not idx:
+            continue
+        traces.append(go.Scatter(
+            x=np.array([x[l, h] for l, h in idx], dtype=np.float32), y=np.array([y[l, h] for l, h in idx], dtype=np.float32),
+            mode="markers", name=name, text=[f"layer {l}, head {h}" for l, h in idx],
+            marker=dict(size=9, color=PATTERN_COLORS[name], line=dict(width=0.6, color="#333")),
+            hovertemplate="%{text}<extra>" + name + "</extra>"))
+    yaxis = dict(title=y_title, zeroline=False)
+    if equal_axes:
+        yaxis.update(scaleanchor="x", scaleratio=1)
+    return go.Figure(traces, layout=_layout(height=460, margin=dict(l=60, r=10, t=10, b=50),
+                                            xaxis=dict(title=x_title, zeroline=False), yaxis=yaxis,
+                                            legend=dict(orientation="h", y=-0.15)))
+
+
+def scatter_links(labels: np.ndarray, link_of) -> list[list[str]]:
+    """Per trace of :func:`head_scatter`, the page link of each point."""
+    layers, heads = labels.shape
+    return [[link_of(l, h) for l in range(layers) for h in range(heads) if labels[l, h] == name]
+            for name in LABELS if any(labels[l, h] == name for l in range(layers) for h in range(heads))]

@@ -178,7 +178,9 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
     max_length = effective_max_length(lm, max_length)
     a_texts = [p.a for p in pairs]
     b_texts = [p.b for p in pairs]
-    full = tok(a_texts, b_texts, truncation=False, add_special_tokens=True)["input_ids"]
+    # only counts the tokens (verbose=False: no "will result in indexing errors"
+    # warning from transformers; the pair is truncated below and named in our own)
+    full = tok(a_texts, b_texts, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
     enc = tok(a_texts, b_texts, truncation="longest_first", max_length=max_length, return_special_tokens_mask=True)
     out = []
     for index, pair in enumerate(pairs):

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from generator import cache
+from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
 from generator.config import Config, Pair, corpus_fingerprint
-from generator.model import LoadedModel, encode_pairs, load_model, resolve_model_path
+from generator.model import LoadedModel, effective_max_length, encode_pairs, load_model, resolve_model_path
 from generator.patterns import PairLayout, ScoreSums
 from generator.scoring import HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
 
@@ -39,6 +40,7 @@ class AtlasData:
     showcase: Showcase
     thresholds: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
+    analysis: AnalysisResults | None = None
 
     @property
     def layers(self) -> int:
@@ -50,6 +52,14 @@ class AtlasData:
 
     def head(self, layer: int, head: int) -> HeadSummary:
         return self.heads[layer * self.n_heads + head]
+
+
+def _analysis_version() -> str:
+    """sha256 (16 hex) of the analysis modules' source (part of their cache key)."""
+    h = hashlib.sha256()
+    for path in sorted((Path(__file__).parent / "analysis").glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def model_identity(name_or_path: str) -> str:
@@ -165,8 +175,36 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
             attention={int(name[4:]): a for name, a in arrays.items() if name.startswith("att_")},
             qk={int(name[2:]): (a, arrays[f"k_{name[2:]}"]) for name, a in arrays.items() if name.startswith("q_")},
         )
+    analysis = None
+    acfg = raw.analysis
+    if any((acfg.importance, acfg.group_masking, acfg.attribution, acfg.perturbed_masking, acfg.head_map)):
+        labels = np.array([[h.label for h in heads[l * model_info["heads"]:(l + 1) * model_info["heads"]]]
+                           for l in range(model_info["layers"])], dtype=object)
+        # per-pair analyses (attribution) need the whole pair: truncated pairs are left out
+        per_pair = analysis_pairs(heads, [i for i in page_pairs if not truncated[i]], acfg.max_pairs)
+        analysis_key = cache.make_key("analysis", scores_key, acfg.model_dump(), labels.tolist(), per_pair,
+                                      sorted(showcase.attention), raw.compute.batch_size, _analysis_version())
+        hit = cache.load(folder, "analysis", analysis_key)
+        if hit is None:
+            lm = models.get()
+            if encoded is None:
+                encoded = encode_pairs(lm, pairs, raw.model.max_length, corpus_name=str(cfg.corpus_path))
+            task_lm = lm
+            if acfg.objective != "similarity":
+                from generator.analysis.objective import load_task_model
+
+                task_lm = load_task_model(raw.model.name_or_path, acfg.objective, raw.compute.device)
+            analysis = run_analyses(acfg, lm, task_lm, pairs, encoded, labels, showcase.attention, per_pair,
+                                    # capped at the model's positions, as the pairs were
+                                    effective_max_length(lm, raw.model.max_length), raw.compute.batch_size)
+            arrays, meta = analysis.to_cache()
+            cache.store(folder, "analysis", analysis_key, arrays, meta)
+            timings.update(analysis.timings)
+        else:
+            analysis = AnalysisResults.from_cache(*hit)
     return AtlasData(model=model_info, pairs=pairs, layouts=layouts, truncated=truncated, pair_scores=pair_scores,
-                     sums=sums, heads=heads, showcase=showcase, thresholds=thresholds, timings=timings)
+                     sums=sums, heads=heads, showcase=showcase, thresholds=thresholds, timings=timings,
+                     analysis=analysis)
 
 
 def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
@@ -181,7 +219,9 @@ def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
             {"layer": h.layer, "head": h.head, "pattern": h.label,
              "scores": {k: (None if v is None else round(v, 6)) for k, v in h.scores.items()},
              "consistency": None if h.consistency is None else round(h.consistency, 6),
-             "page": page_of(h.layer, h.head)}
+             "page": page_of(h.layer, h.head),
+             **({"importance": data.analysis.importance_of(h.layer, h.head)}
+                if data.analysis is not None and data.analysis.ablation is not None else {})}
             for h in data.heads
         ],
     }

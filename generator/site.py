@@ -255,6 +255,53 @@ class SiteModel:
         q, k = self.data.showcase.qk[ex]
         return qk.pattern_neurons(q[layer, head], k[layer, head], self.data.layouts[ex], h.example_pattern)
 
+    # --- which heads matter (analysis section)
+    def objective_text(self) -> str:
+        an = self.data.analysis
+        what = {"similarity": "cosine similarity of the two sentences' mean-pooled embeddings",
+                "mlm": "masked-LM pseudo-log-likelihood", "classification": "sequence-classification accuracy"}
+        metric = {"spearman": "Spearman correlation with the pairs' labels",
+                  "mean_similarity": "mean similarity (no labels: changes are mean absolute changes)",
+                  "pll_per_token": "pseudo-log-likelihood per token", "accuracy": "accuracy"}
+        return f"{an.objective}: {what.get(an.objective, an.objective)}; metric {metric.get(an.metric_name, an.metric_name)}"
+
+    def head_link_of(self, from_doc: str):
+        return lambda l, h: rel(from_doc, head_doc(l, h))
+
+    def _importance_order(self) -> list[tuple[int, int]]:
+        an = self.data.analysis
+        signed = an.ablation.reshape(-1)
+        if an.metric_name in ("mean_similarity",):
+            signed = -signed
+        order = np.argsort(signed, kind="stable")
+        return [divmod(int(k), self.data.n_heads) for k in order]
+
+    def most_important(self, k: int) -> list[tuple[int, int]]:
+        return self._importance_order()[:k]
+
+    def importance_rank(self, layer: int, head: int) -> int:
+        return self._importance_order().index((layer, head)) + 1
+
+    def biggest_group(self):
+        return max(self.data.analysis.groups, key=lambda g: (abs(g.change), -len(g.heads)))
+
+    def attribution_style(self, attributions: np.ndarray, i: int) -> str:
+        m = float(np.max(np.abs(attributions))) or 1.0
+        v = float(attributions[i]) / m
+        color = "214, 39, 40" if v >= 0 else "31, 95, 168"
+        return f"background: rgba({color}, {abs(v):.3f})"
+
+    def pair_n(self, index: int) -> int:
+        return self.data.layouts[index].n
+
+    def impact_max(self, index: int) -> float:
+        m = self.data.analysis.impact[index]
+        return float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
+
+    def head_xy(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self.data.analysis.head_coords.reshape(self.data.layers, self.data.n_heads, 2)
+        return c[..., 0], c[..., 1]
+
     def pair_labels(self, index: int) -> np.ndarray:
         """``[layers, heads]`` labels of every head on one pair."""
         s = self.data.pair_scores[index]
@@ -287,6 +334,8 @@ def build_pages(cfg: Config, data: AtlasData) -> tuple[list[Page], SiteModel]:
             h = data.head(layer, head)
             pages.append(Page(head_doc(layer, head), "head.md.j2", f"Head {layer}-{head} · {h.label}",
                               {"layer": layer, "head": head}))
+    if data.analysis is not None and (data.analysis.ablation is not None or data.analysis.groups):
+        pages.append(Page("importance.md", "importance.md.j2", "Importance", {}))
     pages.append(Page("pairs/index.md", "corpus.md.j2", "All pairs", {}))
     for index, doc in sm.pair_docs.items():
         pages.append(Page(doc, "pair.md.j2", f"p{index:0{sm.width}d} · {slug(data.pairs[index].id, 40)}",
@@ -307,6 +356,8 @@ def _nav(pages: list[Page], data: AtlasData) -> list:
     # Pair pages are reached from the corpus table and the head pages; listing
     # them in the navigation would repeat every pair on every page.
     nav.append({"Pairs": "pairs/index.md"})
+    if "importance.md" in by_doc:
+        nav.append({"Importance": "importance.md"})
     nav.append({"Methodology": "methodology.md"})
     return nav
 
@@ -386,7 +437,7 @@ def swap_into_place(new_site: Path, site_dir: Path) -> None:
         os.replace(site_dir, old)
     try:
         os.replace(new_site, site_dir)
-    except OSError:
+    except BaseException:  # an OSError, or Ctrl-C between the two renames
         if old is not None:
             os.replace(old, site_dir)
         raise
@@ -407,12 +458,23 @@ def build_site(cfg: Config, data: AtlasData, timings: dict[str, float] | None = 
     work = Path(tempfile.mkdtemp(prefix="render-", dir=cfg.build_dir))
     new_site = Path(tempfile.mkdtemp(prefix=f".{cfg.site_dir.name}-new-", dir=cfg.site_dir.parent))
     try:
+        # mkdtemp makes a 0700 folder; the published site gets mkdir's usual mode
+        umask = os.umask(0)
+        os.umask(umask)
+        new_site.chmod(0o777 & ~umask)
         t = time.perf_counter()
         config_file = render_docs(cfg, data, work / "docs", new_site)
         timings["render_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        os.environ.setdefault("SOURCE_DATE_EPOCH", str(_source_date(cfg)))
-        mkdocs_build(config_file)
+        # the sitemap's date: the caller's SOURCE_DATE_EPOCH, else this build's
+        # inputs' (set for this build only, not left for the next one)
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        os.environ["SOURCE_DATE_EPOCH"] = epoch or str(_source_date(cfg))
+        try:
+            mkdocs_build(config_file)
+        finally:
+            if epoch is None:
+                os.environ.pop("SOURCE_DATE_EPOCH", None)
         timings["mkdocs_s"] = time.perf_counter() - t
         swap_into_place(new_site, cfg.site_dir)
     finally:

@@ -1,13 +1,17 @@
 """Safe, bounded YAML loading that remembers where every value came from.
 
-PyYAML parses; this module only adds three things the atlas needs for
-untrusted input: a size limit checked before parsing, a refusal of YAML
-aliases (the "billion laughs" alias bomb), and the line number of every node
-so that validation errors can point at ``file:line``.
+PyYAML parses; this module only adds what the atlas needs for untrusted
+input: a size limit checked before parsing, a refusal of YAML aliases (the
+"billion laughs" alias bomb), a nesting-depth limit (a deeply nested document
+would otherwise exhaust Python's recursion), a refusal of duplicate keys
+(PyYAML silently keeps the last one), removal of the control characters YAML
+cannot hold (with a warning naming the line), and the line number of every
+node so that validation errors can point at ``file:line``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +21,24 @@ from yaml.events import AliasEvent
 
 from generator.errors import AtlasError
 
+log = logging.getLogger(__name__)
+
 #: Largest YAML file the atlas reads, in bytes (20 MiB: about 100,000 pairs).
 MAX_YAML_BYTES = 20 * 1024 * 1024
 
+#: Deepest nesting of lists and mappings accepted (atlas files need 3 levels).
+MAX_YAML_DEPTH = 32
+
+#: Characters a YAML stream may not contain (C0/C1 controls other than tab,
+#: newline, carriage return and NEL; DEL; U+FFFE/U+FFFF): PyYAML's own set.
+_UNREADABLE = yaml.reader.Reader.NON_PRINTABLE
+
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases (``*name``) so no document can expand."""
+    """SafeLoader that refuses aliases (``*name``) so no document can expand,
+    documents nested deeper than :data:`MAX_YAML_DEPTH`, and duplicate keys."""
+
+    _depth = 0
 
     def compose_node(self, parent, index):  # noqa: D401 - PyYAML hook
         if self.check_event(AliasEvent):
@@ -33,7 +49,33 @@ class _NoAliasLoader(yaml.SafeLoader):
                 "YAML aliases (*name) are not allowed in atlas files",
                 event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"lists and mappings are nested more than {MAX_YAML_DEPTH} levels deep",
+                self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: D401 - PyYAML hook
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    seen = key in first_line
+                except TypeError:  # unhashable: PyYAML reports it below
+                    continue
+                if seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {first_line[key]})",
+                        key_node.start_mark)
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -71,8 +113,10 @@ def load_yaml(path: Path, what: str) -> LoadedYaml:
 
     ``what`` names the file's role in messages ("config", "corpus").
     Raises :class:`AtlasError` (naming the file and line) when the file is
-    missing, larger than :data:`MAX_YAML_BYTES`, not UTF-8, uses aliases, or
-    is not valid YAML.
+    missing, larger than :data:`MAX_YAML_BYTES`, not UTF-8, uses aliases,
+    repeats a key, is nested deeper than :data:`MAX_YAML_DEPTH` or is not
+    valid YAML. Control characters that YAML cannot hold are removed with a
+    warning naming their lines.
     """
     path = Path(path)
     try:
@@ -88,6 +132,7 @@ def load_yaml(path: Path, what: str) -> LoadedYaml:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise AtlasError(f"{path}: {what} file is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    text = _strip_unreadable(path, text)
     try:
         loader = _NoAliasLoader(text)
         try:
@@ -102,4 +147,22 @@ def load_yaml(path: Path, what: str) -> LoadedYaml:
         raise AtlasError(f"{path}{where}: YAML error in {what} file: {problem}") from None
     except yaml.YAMLError as exc:
         raise AtlasError(f"{path}: YAML error in {what} file: {exc}") from None
+    except RecursionError:
+        raise AtlasError(f"{path}: YAML error in {what} file: nested too deeply") from None
     return LoadedYaml(path=path, data=data, node=node)
+
+
+def _strip_unreadable(path: Path, text: str) -> str:
+    """``text`` without the characters a YAML stream may not contain, with
+    one warning per affected line (at most 10, then a count). Line breaks
+    are kept, so every later line number still points at the file."""
+    if not _UNREADABLE.search(text):
+        return text
+    lines = text.split("\n")
+    hits = [(n, sorted({f"U+{ord(c):04X}" for c in _UNREADABLE.findall(line)}))
+            for n, line in enumerate(lines, 1) if _UNREADABLE.search(line)]
+    for n, codes in hits[:10]:
+        log.warning("%s:%d: removed control character(s) %s (not allowed in YAML)", path, n, ", ".join(codes))
+    if len(hits) > 10:
+        log.warning("%s: removed control characters on %d more lines", path, len(hits) - 10)
+    return _UNREADABLE.sub("", text)

@@ -46,6 +46,9 @@ def write_project(folder: Path, items: list[dict], **overrides) -> Path:
         "corpus": "content/corpus.yml",
         "examples_per_head": 2,
         "pair_pages": "all",
+        # the analyses cost tens of seconds; tests that need them turn them on
+        "analysis": {"importance": False, "group_masking": False, "attribution": False,
+                     "perturbed_masking": False, "head_map": False},
         "output": {"build_dir": "build", "site_dir": "site"},
     }
     for key, value in overrides.items():
@@ -64,7 +67,9 @@ def built_site(tmp_path_factory) -> dict:
     from generator.cli import run_build
 
     project = tmp_path_factory.mktemp("atlas")
-    config = write_project(project, small_corpus_items())
+    config = write_project(project, small_corpus_items(),
+                           analysis={"importance": True, "group_masking": True, "attribution": True,
+                                     "perturbed_masking": True, "head_map": True, "max_pairs": 2})
     run_build(config, progress=False)
     return {"config": config, "site": project / "site", "build": project / "build", "project": project}
 

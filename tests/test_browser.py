@@ -159,3 +159,10 @@ def test_pair_page_model_view_and_word_level(watched, site_url):
     page.locator(".atlas-modelview .mv-cell").nth(2).click()
     page.wait_for_url("**/heads/layer-00-head-02/")
     assert_clean(watched, site_url)
+
+
+def test_importance_page_renders(watched, site_url):
+    watched.open(site_url + "importance/")
+    page = watched.page
+    assert page.locator(".atlas-figure.js-plotly-plot").count() == page.locator(".atlas-figure").count() >= 5
+    assert_clean(watched, site_url)

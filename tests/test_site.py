@@ -114,3 +114,35 @@ def test_template_change_rerenders_from_cache(built_site, tmp_path):
             if path.read_bytes() != twin.read_bytes():
                 differing.append(str(path.relative_to(built_site["site"])))
     assert not differing, f"builds differ: {sorted(set(differing))[:10]}"
+
+
+def test_importance_page_and_heads_json(built_site):
+    """Head masking, gradient importance, group masking and the head map land
+    on the pages, and every head's importance in heads.json."""
+    site = built_site["site"]
+    doc = json.loads((site / "data" / "heads.json").read_text(encoding="utf-8"))
+    for h in doc["heads"]:
+        imp = h["importance"]
+        assert imp["objective"] == "similarity"
+        assert isinstance(imp["ablation"], float) and 0.0 <= imp["gradient"] <= 1.0
+    page = (site / "importance" / "index.html").read_text(encoding="utf-8")
+    assert "Masking one head at a time" in page and "Gradient importance" in page
+    # the hostile test pairs carry no label, so the metric is the mean similarity
+    assert "mean similarity (no labels" in page
+    assert "Masking groups of heads" in page and "all delimiter heads" in page
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert "Head map" in home
+    head = (site / "heads" / "layer-00-head-02" / "index.html").read_text(encoding="utf-8")
+    assert "masking this head alone changes the metric by" in head
+
+
+def test_pair_pages_show_attribution_and_perturbed_masking(built_site):
+    """The two most-shown pairs get integrated gradients (with a small
+    completeness error) and the perturbed-masking matrix."""
+    pages = sorted((built_site["site"] / "pairs").glob("p*/index.html"))
+    with_ig = [p for p in pages if "Which tokens drive the similarity" in p.read_text(encoding="utf-8")]
+    with_pm = [p for p in pages if "Perturbed masking: which token affects which" in p.read_text(encoding="utf-8")]
+    assert len(with_ig) == 2 and with_ig == with_pm
+    text = with_ig[0].read_text(encoding="utf-8")
+    error = float(re.search(r"relative error (\d\.\de[+-]\d+)", text).group(1))
+    assert error < 0.05

@@ -47,9 +47,10 @@ def head_distances(attentions: list[np.ndarray], block: int = 8) -> np.ndarray:
     pairs), e.g. from :func:`generator.model.attention_for`. Returns ``[K,
     K]`` float64, ``K = layers * heads`` in layer-major order (head ``(l, h)``
     is row ``l * heads + h``): symmetric, 0 on the diagonal, in bits.
-    ``block`` heads are compared against all others at a time (peak memory
-    ``block * K * n * n`` doubles). Raises :class:`ValueError` for an empty
-    list or arrays of different head counts or non-square attention.
+    ``block`` heads are compared against the later heads at a time (only the
+    upper triangle is computed; peak memory ``block * K * n * n`` doubles).
+    Raises :class:`ValueError` for an empty list or arrays of different head
+    counts or non-square attention.
     """
     if not attentions:
         raise ValueError("head_distances needs the attention of at least one pair")
@@ -64,16 +65,15 @@ def head_distances(attentions: list[np.ndarray], block: int = 8) -> np.ndarray:
         h = _entropy_bits(A)  # [K, n]
         if total is None:
             total = torch.zeros(K, K, dtype=torch.float64)
-        for start in range(0, K, block):
-            P = A[start:start + block]  # [b, n, n]
-            hm = _entropy_bits((P[:, None] + A[None]) / 2)  # [b, K, n]
-            js = hm - (h[start:start + block, None] + h[None]) / 2
-            total[start:start + block] += js.clamp(min=0).sum(-1)
+        for start in range(0, K, block):  # upper triangle only: JS is symmetric
+            stop = min(start + block, K)
+            P = A[start:stop]  # [b, n, n]
+            hm = _entropy_bits((P[:, None] + A[None, start:]) / 2)  # [b, K - start, n]
+            js = hm - (h[start:stop, None] + h[None, start:]) / 2
+            total[start:stop, start:] += js.clamp(min=0).sum(-1)
         count += n
-    d = (total / count).numpy()
-    d = (d + d.T) / 2
-    np.fill_diagonal(d, 0.0)
-    return d
+    d = torch.triu(total / count, diagonal=1).numpy()
+    return d + d.T
 
 
 def head_map(distances: np.ndarray, random_state: int = 0, n_init: int = 4) -> np.ndarray:

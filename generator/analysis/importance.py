@@ -140,22 +140,109 @@ class AblationImportance:
     metric: np.ndarray
 
 
-def ablation_importance(objective: Objective, heads: Iterable[Head] | None = None,
+class _LayerReplay:
+    """Record the output of every encoder layer during one evaluation of an
+    objective, then replay it, so that an evaluation with heads of layer ``l``
+    masked computes only the embeddings and layers ``l ..`` (masking a head of
+    layer ``l`` cannot change what layers ``< l`` compute).
+
+    Replaying swaps ``forward`` of the layers ``< l`` for a function returning
+    the recorded output of its k-th call (the identical object, so results are
+    bit-identical with a full pass). It relies on the objective calling the
+    model in the same order with the same inputs on every evaluation, which
+    the objectives of :mod:`generator.analysis.objective` do; a different
+    number of calls raises :class:`RuntimeError`.
+    """
+
+    def __init__(self, lm: LoadedModel):
+        base = getattr(lm.model, "base_model", lm.model)
+        self.modules = list(base.encoder.layer)[:-1]
+        self.records: list[list] = [[] for _ in self.modules]
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        handles = []
+        try:
+            for j, module in enumerate(self.modules):
+                def hook(mod, args, output, j=j):
+                    self.records[j].append(output)
+                handles.append(module.register_forward_hook(hook))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def nbytes(self) -> int:
+        def size(x) -> int:
+            if isinstance(x, torch.Tensor):
+                return x.numel() * x.element_size()
+            if isinstance(x, (tuple, list)):
+                return sum(size(y) for y in x)
+            return 0
+        return sum(size(r) for rec in self.records for r in rec)
+
+    @contextlib.contextmanager
+    def replaying(self, start_layer: int) -> Iterator[None]:
+        """Layers ``< start_layer`` return their recorded outputs."""
+        counters = [0] * start_layer
+        patched = []
+        try:
+            for j in range(start_layer):
+                module = self.modules[j]
+
+                def replay(*args, j=j, **kwargs):
+                    k = counters[j]
+                    counters[j] += 1
+                    if k >= len(self.records[j]):
+                        raise RuntimeError("layer replay: the objective called the model more often than "
+                                           "when it was recorded")
+                    return self.records[j][k]
+
+                module.forward = replay
+                patched.append(module)
+            yield
+            if any(c != len(self.records[j]) for j, c in enumerate(counters)):
+                raise RuntimeError("layer replay: the objective called the model a different number of times "
+                                   "than when it was recorded")
+        finally:
+            for module in patched:
+                del module.forward
+
+
+def ablation_importance(objective: Objective, heads: Iterable[Head] | None = None, *,
+                        reuse_lower_layers: bool = True, max_cache_bytes: int = 1 << 30,
                         progress: bool = False) -> AblationImportance:
     """Mask each head of ``heads`` (default: all) alone and evaluate
     ``objective``: ``1 + len(heads)`` evaluations of the whole corpus
-    (Michel et al. 2019 section 3.1). Raises :class:`ValueError` for a head
-    out of range."""
+    (Michel et al. 2019 section 3.1).
+
+    ``reuse_lower_layers``: record every layer's output in the baseline pass
+    and, when a head of layer ``l`` is masked, recompute only layers ``l ..``
+    (bit-identical results; for 6 layers about 40 % less work), unless the
+    recording exceeds ``max_cache_bytes`` (then it is dropped and every
+    evaluation runs the whole model). Raises :class:`ValueError` for a head out
+    of range.
+    """
     from tqdm import tqdm
 
     lm = objective.lm
     heads = all_heads(lm) if heads is None else list(heads)
     _check_heads(lm, heads)
-    baseline = objective.evaluate()
+    replay = _LayerReplay(lm) if reuse_lower_layers else None
+    if replay is not None:
+        with torch.no_grad(), replay.recording():
+            baseline = objective.evaluate()
+        if replay.nbytes() > max_cache_bytes:
+            log.info("head ablation: layer outputs take %.0f MB, over the cap; not reusing them",
+                     replay.nbytes() / 2**20)
+            replay = None
+    else:
+        baseline = objective.evaluate()
     change = np.full((lm.layers, lm.heads), np.nan)
     metric = np.full((lm.layers, lm.heads), np.nan)
     for layer, head in tqdm(heads, desc="head ablation", unit="head", disable=not progress, leave=False):
-        with mask_heads(lm, [(layer, head)]):
+        reuse = replay.replaying(layer) if replay is not None else contextlib.nullcontext()
+        with mask_heads(lm, [(layer, head)]), reuse:
             masked = objective.evaluate()
         change[layer, head] = metric_change(baseline, masked)
         metric[layer, head] = masked.metric

@@ -34,11 +34,13 @@
     var config = { displaylogo: false, responsive: false, staticPlot: !!s.static,
                    modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"] };
     return Plotly.newPlot(el, fig.data, fig.layout, config).then(function (gd) {
-      if (s.links) {
+      if (s.links || s.point_links) {
         gd.on("plotly_click", function (ev) {
           var p = ev.points && ev.points[0];
           if (!p) return;
-          var href = s.links[Math.round(p.y)] && s.links[Math.round(p.y)][Math.round(p.x)];
+          var href = s.point_links
+            ? s.point_links[p.curveNumber] && s.point_links[p.curveNumber][p.pointNumber]
+            : s.links[Math.round(p.y)] && s.links[Math.round(p.y)][Math.round(p.x)];
           if (href) window.location.href = href;
         });
         gd.style.cursor = "pointer";
@@ -59,6 +61,7 @@
 
     function cell(tr, text, cls, href) {
       var td = document.createElement("td");
+      td.dir = "auto";  // Arabic or Hebrew text runs right to left in its own cell
       if (cls) td.className = cls;
       if (href) {
         var a = document.createElement("a");
