@@ -238,22 +238,28 @@ class SiteModel:
         mass = (self.data.showcase.attention[ex][layer, head] * cells).sum(-1)
         return int(np.argmax(mass))
 
-    def qk_view(self, layer: int, head: int) -> dict | None:
-        h = self.data.head(layer, head)
-        ex = h.examples[0]
+    def _head_qk(self, layer: int, head: int):
+        """``(example pair index, q [n, d], k [n, d])`` of a head's showcase pair, or ``None``."""
+        ex = self.data.head(layer, head).examples[0]
         if ex not in self.data.showcase.qk:
             return None
         q, k = self.data.showcase.qk[ex]
-        return views.qk_view_data(q[layer, head], k[layer, head], self.data.showcase.attention[ex][layer, head],
-                                  self.data.layouts[ex], self.best_query(layer, head))
+        return ex, q[layer, head], k[layer, head]
+
+    def qk_view(self, layer: int, head: int) -> dict | None:
+        found = self._head_qk(layer, head)
+        if found is None:
+            return None
+        ex, q, k = found
+        return views.qk_view_data(q, k, self.data.showcase.attention[ex][layer, head], self.data.layouts[ex],
+                                  self.best_query(layer, head))
 
     def neurons(self, layer: int, head: int) -> dict | None:
-        h = self.data.head(layer, head)
-        ex = h.examples[0]
-        if ex not in self.data.showcase.qk:
+        found = self._head_qk(layer, head)
+        if found is None:
             return None
-        q, k = self.data.showcase.qk[ex]
-        return qk.pattern_neurons(q[layer, head], k[layer, head], self.data.layouts[ex], h.example_pattern)
+        ex, q, k = found
+        return qk.pattern_neurons(q, k, self.data.layouts[ex], self.data.head(layer, head).example_pattern)
 
     # --- which heads matter (analysis section)
     def objective_text(self) -> str:
