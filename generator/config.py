@@ -97,6 +97,7 @@ class AnalysisConfig(_Strict):
     perturbed_layer: int = -1
     head_map: bool = True
     max_pairs: Annotated[int, Field(ge=0, le=10000)] = 12
+    objective_pairs: Annotated[int, Field(ge=2, le=1_000_000)] = 256
 
 
 class OutputConfig(_Strict):

@@ -56,6 +56,7 @@ class AnalysisResults:
     impact_layer: int | None = None
     head_coords: np.ndarray | None = None
     head_map_pairs: int = 0
+    objective_pairs: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
     # ---- cache round trip (arrays in npz, the rest in JSON; no pickles)
@@ -78,14 +79,16 @@ class AnalysisResults:
             attributions[str(i)] = {k: v for k, v in a.items() if k != "attributions"}
         meta = {"objective": self.objective, "metric_name": self.metric_name, "baseline": self.baseline,
                 "rank_correlation": self.rank_correlation, "groups": groups, "attributions": attributions,
-                "impact_layer": self.impact_layer, "head_map_pairs": self.head_map_pairs, "timings": self.timings}
+                "impact_layer": self.impact_layer, "head_map_pairs": self.head_map_pairs,
+                "objective_pairs": self.objective_pairs, "timings": self.timings}
         return arrays, meta
 
     @classmethod
     def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict) -> AnalysisResults:
         out = cls(objective=meta["objective"], metric_name=meta["metric_name"], baseline=meta["baseline"],
                   rank_correlation=meta["rank_correlation"], impact_layer=meta["impact_layer"],
-                  head_map_pairs=meta["head_map_pairs"], timings=meta["timings"])
+                  head_map_pairs=meta["head_map_pairs"], objective_pairs=meta["objective_pairs"],
+                  timings=meta["timings"])
         for name in ("ablation", "ablation_metric", "gradient", "gradient_raw", "head_coords"):
             setattr(out, name, arrays.get(name))
         out.impact = {int(k[7:]): v for k, v in arrays.items() if k.startswith("impact_")}
@@ -104,6 +107,13 @@ class AnalysisResults:
             return None
         return {"objective": self.objective, "ablation": round(float(self.ablation[layer, head]), 6),
                 "gradient": None if self.gradient is None else round(float(self.gradient[layer, head]), 6)}
+
+
+def objective_sample(n: int, limit: int) -> list[int]:
+    """At most ``limit`` corpus indices, evenly spaced over ``range(n)`` (all when ``n <= limit``)."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, limit)})
 
 
 def analysis_pairs(heads, pair_indices: list[int], limit: int) -> list[int]:
@@ -133,8 +143,13 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
     from generator.analysis.objective import make_objective
 
     t_all = time.perf_counter()
-    objective = make_objective(acfg.objective, task_lm, pairs, batch_size=batch_size, max_length=max_length)
-    res = AnalysisResults(objective=acfg.objective, metric_name="")
+    # head masking re-evaluates the objective once per head: on a large corpus
+    # it runs on an evenly spaced sample of at most objective_pairs pairs
+    sample = objective_sample(len(pairs), acfg.objective_pairs)
+    objective = make_objective(acfg.objective, task_lm, [pairs[i] for i in sample], batch_size=batch_size,
+                               max_length=max_length)
+    sample_encoded = [encoded[i] for i in sample]
+    res = AnalysisResults(objective=acfg.objective, metric_name="", objective_pairs=len(sample))
     if acfg.importance or acfg.group_masking:
         t = time.perf_counter()
         base = objective.evaluate()
@@ -152,7 +167,6 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
         res.timings["gradient_s"] = time.perf_counter() - t
     if acfg.group_masking:
         t = time.perf_counter()
-        task_encoded = encoded if task_lm is lm else None
         groups: list[tuple[str, list[tuple[int, int]]]] = []
         for name in LABELS:
             if name == MIXED:
@@ -170,8 +184,7 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
             top5 = [divmod(int(k), labels.shape[1]) for k in order[:5]]
             groups.append(("the 5 heads whose masking hurts most", top5))
         for name, heads in groups:
-            g = importance.group_masking(objective, task_encoded if task_encoded is not None else encoded, heads,
-                                         batch_size=batch_size)
+            g = importance.group_masking(objective, sample_encoded, heads, batch_size=batch_size)
             res.groups.append(GroupResult(name=name, heads=[tuple(h) for h in g.heads], change=float(g.change),
                                           masked_metric=float(g.masked.metric), top=tuple(g.top),
                                           top_movement=float(g.movement[g.top]), pair_index=g.pair_index,
