@@ -134,6 +134,10 @@ def _env() -> Environment:
 class SiteModel:
     """Derived, render-ready views of :class:`AtlasData` shared by all pages."""
 
+    #: Pairs longer than this get no all-heads views on their page (the data
+    #: grows with layers x heads x n^2: 19 MB for 72 heads at n = 512).
+    view_max_tokens = 160
+
     def __init__(self, cfg: Config, data: AtlasData):
         self.cfg, self.data = cfg, data
         self.width = max(4, len(str(len(data.pairs) - 1)))
