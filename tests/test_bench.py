@@ -1,0 +1,176 @@
+"""The benchmark cannot rot: ``python -m generator.bench --quick`` runs end to
+end (real builds, a tiny random model), writes bench.json with every key, and
+the README's Performance section renders from it. Plus the site-size budget:
+the site of a 300-pair corpus is the site of a 30-pair corpus plus the bigger
+corpus table, within 10%. No test here asserts a timing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generator import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("bench")
+    out = work / "bench.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "generator.bench", "--quick", "--work", str(work), "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"bench --quick failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return {"doc": json.loads(out.read_text()), "stdout": proc.stdout, "out": out, "work": work}
+
+
+# ------------------------------------------------------------------ corpora
+
+def test_bench_corpora_are_deterministic_unique_prefixes():
+    small, big = bench.bench_corpus(300), bench.bench_corpus(3000)
+    assert len(small) == 300 and len(big) == 3000
+    assert big[:300] == small  # each size is a prefix of the next
+    assert bench.bench_corpus(3000) == big  # fixed seed
+    ids = [p["id"] for p in big]
+    assert len(set(ids)) == len(ids)
+    assert len({(p["a"], p["b"]) for p in big}) == len(big)
+    assert bench.bench_corpus(30) == bench.bench_corpus(300)[:30]
+    with pytest.raises(ValueError, match="at most"):
+        bench.bench_corpus(10**6)
+
+
+@pytest.mark.slow
+def test_bench_corpus_of_10000_pairs_validates(tmp_path):
+    from generator.config import load_corpus
+
+    items = bench.bench_corpus(10_000)
+    project = bench.write_bench_project(tmp_path / "p", items, "sentence-transformers/all-MiniLM-L6-v2")
+    assert project.exists()
+    assert len(load_corpus(tmp_path / "p" / "content" / "corpus.yml")) == 10_000
+
+
+# -------------------------------------------------------------- quick bench
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_key(quick_bench):
+    doc = quick_bench["doc"]
+    assert set(doc) >= {"machine", "runs"}
+    runs = doc["runs"]
+    assert [(r["model"], r["pairs"]) for r in runs] == [("default", 30), ("bert-tiny-random", 30)]
+    shapes = {r["model"]: (r["layers"], r["heads"]) for r in runs}
+    assert shapes == {"default": (6, 12), "bert-tiny-random": (2, 4)}
+    for r in runs:
+        missing = set(bench.RUN_KEYS) - set(r)
+        assert not missing, f"{r['model']}: missing {missing}"
+        assert isinstance(r["model"], str) and isinstance(r["pairs"], int) and isinstance(r["pages"], int)
+        for key in bench.RUN_KEYS[2:]:
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] >= 0, (key, r[key])
+        assert r["pages"] > 0 and r["site_mb"] > 0 and r["peak_rss_mb"] > 0 and r["bertviz_bytes_per_pair"] > 0
+        # derived columns agree with what they are derived from
+        assert r["atlas_s_per_pair"] == pytest.approx(r["total_s"] / r["pairs"])
+        assert r["pairs_per_s"] == pytest.approx(r["pairs"] / r["total_s"])
+        assert r["atlas_bytes_per_pair"] == pytest.approx(r["site_mb"] * 1e6 / r["pairs"])
+        assert r["forward_score_ratio"] == pytest.approx(r["forward_score_s"] / r["bare_forward_s"])
+        assert r["analysis"] is False  # --quick switches the analyses off
+        site = bench.run_folder(quick_bench["work"], r["model"], r["pairs"], False) / "site"
+        assert r["site_bytes"] == bench.site_stats(site)["site_bytes"]
+    table = quick_bench["stdout"]
+    assert "forward+score s" in table and "bert-tiny-random" in table
+
+
+@pytest.mark.slow
+def test_readme_section_renders_from_bench_json(quick_bench, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n\nSome text.\n", encoding="utf-8")
+    args = ["--no-run", "--readme", "--out", str(quick_bench["out"]), "--readme-path", str(readme)]
+    assert bench.main(args) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# Project\n\nSome text.\n")
+    assert text.count(bench.SECTION) == 1 and text.count(bench.START) == 1 and text.count(bench.END) == 1
+    assert text.index(bench.SECTION) < text.index(bench.START) < text.index(bench.END)
+    body = text[text.index(bench.START):text.index(bench.END)]
+    header, rows = bench.table_rows(quick_bench["doc"]["runs"])
+    assert "| " + " | ".join(header) + " |" in body
+    for row in rows:  # every number comes from bench.json
+        assert "| " + " | ".join(row) + " |" in body
+    assert bench.main(args) == 0  # idempotent
+    assert readme.read_text(encoding="utf-8") == text
+
+    # An existing section is replaced in place; text around it stays.
+    stale = text.replace(body, bench.START + "\nold numbers\n") + "\n## After\n\nkept\n"
+    readme.write_text(stale, encoding="utf-8")
+    assert bench.main(args) == 0
+    again = readme.read_text(encoding="utf-8")
+    assert "old numbers" not in again and again.endswith("\n## After\n\nkept\n")
+    assert again.count(bench.START) == 1 and body in again
+
+
+# ---------------------------------------------------------------- site size
+
+@pytest.mark.slow
+def test_site_for_300_pairs_is_the_site_for_30_plus_the_corpus_table(tmp_path):
+    """Pages per head, layer and pattern do not depend on the corpus size, and
+    pair pages only exist for example pairs: ten times the pairs may only grow
+    the corpus table (and its share of the search index). Analyses off: they
+    add pages of a fixed size but cost minutes of CPU per build."""
+    from generator.cli import run_build
+    from generator.config import DEFAULT_MODEL
+
+    stats = {}
+    for n in (30, 300):
+        config = bench.write_bench_project(tmp_path / f"p{n}", bench.bench_corpus(n), DEFAULT_MODEL,
+                                           examples_per_head=1, analysis=False)
+        run_build(config, progress=False)
+        stats[n] = bench.site_stats(tmp_path / f"p{n}" / "site")
+    small, big = stats[30], stats[300]
+    # Everything but the example pairs' own pages (and the search index, which
+    # indexes them) is the 30-pair site plus the bigger corpus table, within 10%.
+    outside = {n: stats[n]["site_bytes"] - _pair_page_bytes(tmp_path / f"p{n}" / "site")
+               - stats[n]["search_index_bytes"] for n in (30, 300)}
+    expected = outside[30] - small["corpus_page_bytes"] + big["corpus_page_bytes"]
+    assert outside[300] <= 1.10 * expected, (
+        f"site for 300 pairs without pair pages: {outside[300]:,} bytes; for 30 pairs plus the bigger corpus "
+        f"table: {expected:,} bytes")
+    assert big["pages"] - big["pair_pages"] == small["pages"] - small["pair_pages"]  # same non-pair pages
+    # Pair pages exist only for example pairs: at most layers x heads x examples_per_head,
+    # whatever the corpus size (more pairs fill more of these slots, then stop).
+    assert small["pair_pages"] <= big["pair_pages"] <= 6 * 12 * 1
+
+
+def _pair_page_bytes(site) -> int:
+    return sum(f.stat().st_size for d in (site / "pairs").glob("p*") if d.is_dir() for f in d.rglob("*") if f.is_file())
+
+
+# ------------------------------------------------------ vectorised labelling
+
+def test_classify_all_and_consistency_match_the_scalar_rules():
+    """classify_all / consistency (vectorised for large corpora) give exactly
+    what classify gives row by row, ties and exact thresholds included."""
+    from generator.config import PATTERNS
+    from generator.patterns import MIXED, classify, classify_all, consistency
+
+    rng = np.random.default_rng(3)
+    base = {"next": 0.5, "previous": 0.5, "same_token": 0.3, "other_sentence": 0.25, "same_word": 0.7,
+            "delimiter": 0.6, "broad": 0.8}
+    for trial in range(60):
+        th = base if trial % 2 else {p: float(rng.choice([0.0, 0.25, 0.5, 1.0])) for p in PATTERNS}
+        t = np.array([th[p] for p in PATTERNS])
+        for dtype in (np.float32, np.float64):
+            s = rng.random((64, 7)).astype(dtype)
+            s[rng.random(s.shape) < 0.2] = np.nan
+            at = rng.random(s.shape) < 0.2
+            s[at] = np.broadcast_to(t, s.shape)[at]  # exactly at the threshold
+            s[:4] = (1.5 * t).astype(dtype)  # equal ratios everywhere: ties
+            want = np.array([classify(row, th) for row in s], dtype=object)
+            assert (classify_all(s, th) == want).all()
+            assert classify_all(s.reshape(8, 8, 7), th).shape == (8, 8)
+            assert consistency(s, MIXED, th) == float(np.mean(want == MIXED))
+    assert consistency(np.zeros((0, 7)), MIXED, base) is None
