@@ -131,7 +131,14 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
         lm = models.get()
         encoded = encode_pairs(lm, pairs, raw.model.max_length, corpus_name=str(cfg.corpus_path))
         t = time.perf_counter()
-        pair_scores, sums = score_corpus(lm, encoded, raw.compute.batch_size, progress=progress)
+        if raw.compute.engine == "ray":
+            from generator.distributed import score_corpus_ray
+
+            pair_scores, sums = score_corpus_ray(raw.model.name_or_path, encoded, raw.compute.batch_size,
+                                                 workers=raw.compute.ray_workers, device=raw.compute.device,
+                                                 progress=progress)
+        else:
+            pair_scores, sums = score_corpus(lm, encoded, raw.compute.batch_size, progress=progress)
         timings["forward_score_s"] = time.perf_counter() - t
         layouts = [e.layout for e in encoded]
         truncated = [e.truncated for e in encoded]
