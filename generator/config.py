@@ -96,7 +96,7 @@ class AnalysisConfig(_Strict):
     perturbed_masking: bool = True
     perturbed_layer: int = -1
     head_map: bool = True
-    max_pairs: Annotated[int, Field(ge=0, le=10000)] = 12
+    max_pairs: Annotated[int, Field(ge=0, le=10000)] = 4
     objective_pairs: Annotated[int, Field(ge=2, le=1_000_000)] = 256
 
 
