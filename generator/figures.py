@@ -14,31 +14,11 @@ import json
 import numpy as np
 import plotly.graph_objects as go
 
-from generator.config import PATTERNS
-from generator.patterns import LABELS, MIXED
+from generator.registry import LABEL_INFO, LABELS, PATTERNS
 
-#: One colour per label (colour-blind-safe Okabe-Ito palette, grey for mixed).
-PATTERN_COLORS = {
-    "next": "#0072B2",
-    "previous": "#E69F00",
-    "same_token": "#009E73",
-    "other_sentence": "#CC79A7",
-    "same_word": "#D55E00",
-    "delimiter": "#56B4E9",
-    "broad": "#F0E442",
-    MIXED: "#BBBBBB",
-}
-
-PATTERN_TITLES = {
-    "next": "Next token",
-    "previous": "Previous token",
-    "same_token": "Same token",
-    "other_sentence": "Same token, other sentence",
-    "same_word": "Other pieces of the same word",
-    "delimiter": "Delimiters ([CLS], [SEP])",
-    "broad": "Broad (bag of words)",
-    MIXED: "Mixed (no clear pattern)",
-}
+#: Label name -> colour and title, from :mod:`generator.registry`.
+PATTERN_COLORS = {name: info.color for name, info in LABEL_INFO.items()}
+PATTERN_TITLES = {name: info.title for name, info in LABEL_INFO.items()}
 
 _EMPTY = go.layout.Template()
 _FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=11)
@@ -109,9 +89,7 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
                 lines.append(f"{name}: {'n/a' if np.isnan(v) else f'{v:.2f}'}")
             row.append("<br>".join(lines))
         hover.append(row)
-    short = {"next": "next", "previous": "prev", "same_token": "same", "other_sentence": "other",
-             "same_word": "word", "delimiter": "delim", "broad": "broad", MIXED: "·"}
-    text = [[short[x] for x in row] for row in labels]
+    text = [[LABEL_INFO[x].short for x in row] for row in labels]
     return go.Figure(
         go.Heatmap(z=z, zmin=-0.5, zmax=k - 0.5, colorscale=colorscale, showscale=False, xgap=2, ygap=2,
                    text=text, texttemplate="%{text}", textfont=dict(size=10), customdata=hover,

@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from generator.config import PATTERNS
+from generator.registry import LABELS, MIXED, PATTERNS  # noqa: F401  (re-exported)
 
 P = len(PATTERNS)
-MIXED = "mixed"
-LABELS: tuple[str, ...] = (*PATTERNS, MIXED)
 
 
 @dataclass(frozen=True)

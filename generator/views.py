@@ -63,18 +63,6 @@ def word_groups(layout: PairLayout) -> tuple[list[int], list[str]]:
     return groups, escape_tokens(labels)
 
 
-def word_attention(attention: np.ndarray, groups: list[int]) -> np.ndarray:
-    """Word-level attention (Clark et al. 2019, §4.1): attention *to* a word
-    is the sum over its pieces, attention *from* a word the mean over its
-    pieces. ``attention`` ``[n, n]`` -> ``[words, words]``; rows still sum to 1."""
-    g = np.asarray(groups)
-    w = g.max() + 1
-    onehot = np.zeros((len(g), w))
-    onehot[np.arange(len(g)), g] = 1.0
-    to_words = attention @ onehot                                  # [n, w]: sum over the key pieces
-    return (onehot.T @ to_words) / onehot.sum(0)[:, None]          # [w, w]: mean over the query pieces
-
-
 def head_view_data(attention: np.ndarray, layout: PairLayout, *, head_labels=None, head_links=None,
                    start: tuple[int, int] = (0, 0)) -> dict:
     """JSON for one head view. ``attention``: ``[n, n]`` (one head) or

@@ -108,18 +108,18 @@ def test_model_error_leaves_previous_site(tmp_path, capsys):
 
 def test_template_error_leaves_previous_site(cached, tmp_path, monkeypatch):
     """A page whose template is missing fails the render after other pages
-    were written."""
+    were written; the error names the page and the template."""
     cfg, data = cached
-    real = site_module.build_pages
+    real = site_module.site_pages
 
-    def with_a_broken_page(cfg, data):
-        pages, sm = real(cfg, data)
-        return pages[:4] + [site_module.Page("broken.md", "no-such-template.md.j2", "Broken", {})] + pages[4:8], sm
+    def with_a_broken_page(ctx):
+        pages = real(ctx)
+        return pages[:4] + [site_module.Page("broken.md", "no-such-template.md.j2", "Broken", lambda: None)] + pages[4:8]
 
-    monkeypatch.setattr(site_module, "build_pages", with_a_broken_page)
+    monkeypatch.setattr(site_module, "site_pages", with_a_broken_page)
     target = project_cfg(cfg, tmp_path)
     before = previous_site(tmp_path)
-    with pytest.raises(Exception, match="no-such-template"):
+    with pytest.raises(AtlasError, match=r"page broken\.md \(template templates/no-such-template\.md\.j2\)"):
         site_module.build_site(target, data)
     assert snapshot(tmp_path / "site") == before
     assert not leftovers(tmp_path)

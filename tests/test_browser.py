@@ -3,6 +3,11 @@ nothing leaves 127.0.0.1, clicks work, hostile text shows as text."""
 
 from __future__ import annotations
 
+import base64
+import json
+
+import numpy as np
+
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -156,6 +161,17 @@ def test_pair_page_model_view_and_word_level(watched, site_url):
     hv.locator("select.hv-layer").select_option("3")
     hv.locator("select.hv-head").select_option("7")
     assert "layer 3, head 7" in heat.inner_text()
+    # the word-level numbers (Clark et al. 2019, §4.1): attention to a word is the sum over its
+    # pieces, attention from it the mean; recomputed here from the page's own data
+    spec = json.loads(page.evaluate("id => document.getElementById(id).textContent", hv.get_attribute("data-spec")))
+    n = spec["n"]
+    att = np.frombuffer(base64.b64decode(spec["att"]), dtype=np.uint8).reshape(spec["layers"], spec["heads"], n, n)
+    m = att[3, 7].astype(np.float64) / 255
+    onehot = np.zeros((n, len(spec["group_labels"])))
+    onehot[np.arange(n), spec["groups"]] = 1.0
+    expected = (onehot.T @ (m @ onehot)) / onehot.sum(0)[:, None]
+    shown = np.array(page.evaluate("el => el.data[0].z", heat.element_handle()))
+    np.testing.assert_allclose(shown, expected, atol=1e-9)
     page.locator(".atlas-modelview .mv-cell").nth(2).click()
     page.wait_for_url("**/heads/layer-00-head-02/")
     assert_clean(watched, site_url)

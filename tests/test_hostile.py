@@ -35,7 +35,8 @@ from generator.cli import main
 from generator.config import DEFAULT_MODEL, clean_text, load_config, load_corpus
 from generator.errors import AtlasError
 from generator.pipeline import compute
-from generator.site import build_site, pair_doc, url_of
+from generator.links import pair_doc, url_of
+from generator.site import build_site
 
 # ------------------------------------------------------------------ helpers
 

@@ -10,7 +10,7 @@ import pytest
 from generator.config import Pair
 from generator.patterns import PairLayout
 from generator.qk import pattern_neurons, pattern_pairs, softmax_attention
-from generator.views import head_view_data, quantize, sides, word_attention, word_groups
+from generator.views import head_view_data, quantize, sides, word_groups
 
 
 @pytest.fixture(scope="module")
@@ -87,25 +87,11 @@ def test_pattern_neurons_find_the_dimension_that_matches():
     assert empty["dims"] == [] and empty["pattern_dot"] is None
 
 
-def test_word_level_attention():
+def test_word_groups_join_pieces():
     lay = vig_layout()
     groups, labels = word_groups(lay)
     assert labels[groups[15]] == "strawberries" and groups[15] == groups[16]
     assert len(labels) == lay.n - 1
-    n = lay.n
-    att = np.zeros((n, n))
-    att[15, 16] = 1.0  # straw -> ##berries
-    att[16, 0] = 1.0   # ##berries -> [CLS]
-    att[np.arange(n) != 15, :] = 0.0
-    att[16, 0] = 1.0
-    for i in range(n):
-        if i not in (15, 16):
-            att[i, i] = 1.0
-    w = word_attention(att, groups)
-    g = groups[15]
-    assert w[g, g] == pytest.approx(0.5)  # from a word: mean over its pieces; to a word: sum
-    assert w[g, groups[0]] == pytest.approx(0.5)
-    np.testing.assert_allclose(w.sum(1), 1.0)
 
 
 def test_head_view_data_encodes_all_heads_compactly():

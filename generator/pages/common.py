@@ -1,0 +1,193 @@
+"""What every page's view-model shares: number formatting, figure embedding,
+the site-wide derived data (:class:`SiteContext`) and small value types.
+
+Corpus text is untrusted: view-models carry it as plain ``str`` and the
+autoescaping templates escape it; only figure markup (whose JSON is escaped
+by :func:`generator.figures.json_for_script`) is :class:`~markupsafe.Markup`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from markupsafe import Markup
+
+from generator import figures
+from generator.config import Config, slug
+from generator.links import head_doc, pair_doc, rel
+from generator.patterns import classify_all
+from generator.pipeline import AtlasData
+from generator.registry import LABELS, MIXED
+
+
+# ------------------------------------------------------------------ formatting
+
+def num(value, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals; ``n/a`` for ``None`` or NaN."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def pct(value) -> str:
+    """A share in [0, 1] as a whole percentage; ``n/a`` for ``None``."""
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+# --------------------------------------------------------------------- figures
+
+class Figures:
+    """Embeds the figures of one page; ids are stable (page + position), so
+    two builds of the same input write the same bytes. Call it in the order
+    the figures appear on the page."""
+
+    def __init__(self, page: str):
+        self.prefix = "fig-" + slug(page.replace("/", "-").removesuffix(".md"), 60)
+        self.count = 0
+
+    def __call__(self, fig, css: str = "", **extra) -> Markup:
+        """A Plotly figure: a placeholder ``div`` plus its JSON (rendered by ``assets/atlas.js``)."""
+        self.count += 1
+        fid = f"{self.prefix}-{self.count}"
+        payload = figures.embed_json(fig, **extra)
+        return Markup(
+            f'<div class="atlas-figure {css}" id="{fid}" data-spec="{fid}-spec"></div>\n'
+            f'<script type="application/json" id="{fid}-spec">{payload}</script>'
+        )
+
+    def view(self, kind: str, payload: dict) -> Markup:
+        """An interactive view (``headview``, ``modelview``, ``qkview``) of ``assets/views.js``."""
+        self.count += 1
+        vid = f"{self.prefix}-{kind}-{self.count}"
+        return Markup(
+            f'<div class="atlas-{kind}" id="{vid}" data-spec="{vid}-spec"></div>\n'
+            f'<script type="application/json" id="{vid}-spec">{figures.json_for_script(payload)}</script>'
+        )
+
+
+# ----------------------------------------------------------------- value types
+
+@dataclass(frozen=True)
+class Link:
+    """A relative ``href`` and the text that shows it."""
+
+    href: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PairText:
+    """A pair as a page shows it (untrusted text, escaped by the template)."""
+
+    index: int
+    id: str
+    a: str
+    b: str
+    title: str | None
+    href: str | None
+
+
+@dataclass(frozen=True)
+class HeadCard:
+    """A head's card in a gallery: link, title, label, thumbnail, one line of numbers."""
+
+    href: str
+    title: str
+    label: str
+    thumb: Markup | None
+    summary: str
+
+
+# ---------------------------------------------------------------- site context
+
+class SiteContext:
+    """Site-wide facts derived once from :class:`AtlasData` and the config
+    (labels grid, pair pages, counts), shared by every page's view-model."""
+
+    def __init__(self, cfg: Config, data: AtlasData):
+        self.cfg, self.data = cfg, data
+        self.width = max(4, len(str(len(data.pairs) - 1)))
+        self.head_scores = data.sums.mean()
+        self.labels = np.array([[data.head(l, h).label for h in range(data.n_heads)] for l in range(data.layers)],
+                               dtype=object)
+        self.pair_docs = {i: pair_doc(i, data.pairs[i].id, self.width) for i in sorted(data.showcase.attention)}
+        self.thresholds = data.thresholds
+        self.corpus_name = os.path.relpath(cfg.corpus_path, cfg.path.resolve().parent)
+        self.truncated_count = int(sum(data.truncated))
+        self.label_counts = Counter(h.label for h in data.heads)
+        self.n_tokens = sum(layout.n for layout in data.layouts)
+        self.max_length = cfg.raw.model.max_length
+        self.view_max_tokens = cfg.raw.view_max_tokens
+
+    @property
+    def n_heads_total(self) -> int:
+        return self.data.layers * self.data.n_heads
+
+    def grid_links(self, from_doc: str) -> list[list[str]]:
+        """``[layers][heads]`` relative links to the head pages."""
+        return [[rel(from_doc, head_doc(l, h)) for h in range(self.data.n_heads)] for l in range(self.data.layers)]
+
+    def head_link_of(self, from_doc: str):
+        """``(layer, head) -> relative link`` from ``from_doc``."""
+        return lambda l, h: rel(from_doc, head_doc(l, h))
+
+    def pair_link(self, from_doc: str, index: int) -> str | None:
+        """Relative link to a pair's page, ``None`` when the pair has none."""
+        doc = self.pair_docs.get(index)
+        return rel(from_doc, doc) if doc else None
+
+    def pair_text(self, from_doc: str, index: int, link: bool = True) -> PairText:
+        pair = self.data.pairs[index]
+        return PairText(index=index, id=pair.id, a=pair.a, b=pair.b, title=pair.title,
+                        href=self.pair_link(from_doc, index) if link else None)
+
+    def pair_labels(self, index: int) -> np.ndarray:
+        """``[layers, heads]`` labels of every head on one pair (its scores on that pair alone)."""
+        return classify_all(self.data.pair_scores[index], self.thresholds)
+
+    @staticmethod
+    def count_labels(labels: np.ndarray) -> list[tuple[str, int]]:
+        """``(label, heads)`` for the labels present, in :data:`LABELS` order."""
+        counts = Counter(labels.reshape(-1).tolist())
+        return [(name, counts[name]) for name in LABELS if counts.get(name)]
+
+    def top_pattern(self, index: int) -> tuple[str, int]:
+        """The label most heads give this pair (``mixed`` only if nothing else), and its head count."""
+        counts = Counter(self.pair_labels(index).reshape(-1).tolist())
+        named = [(c, name) for name, c in counts.items() if name != MIXED]
+        if named:
+            c, name = max(named, key=lambda t: (t[0], -LABELS.index(t[1])))
+            return name, c
+        return MIXED, counts.get(MIXED, 0)
+
+    def head_card(self, from_doc: str, layer: int, head: int, fig: Figures, show_layer: bool = False) -> HeadCard:
+        """A head's gallery card; its thumbnail is the head's attention on its best example."""
+        h = self.data.head(layer, head)
+        ex = h.examples[0] if h.examples else None
+        thumb = None
+        if ex is not None and ex in self.data.showcase.attention:
+            thumb = fig(figures.attention_heatmap(self.data.showcase.attention[ex][layer, head],
+                                                  self.data.layouts[ex].tokens, size=150, ticks=False),
+                        css="thumb", static=True)
+        if h.label != MIXED:
+            summary = f"{h.label} {num(h.scores[h.label])} · consistency {pct(h.consistency)}"
+        else:
+            summary = f"nearest: {h.example_pattern} {num(h.scores[h.example_pattern])}"
+        title = f"Layer {layer}, head {head}" if show_layer else f"Head {head}"
+        return HeadCard(href=rel(from_doc, head_doc(layer, head)), title=title, label=h.label, thumb=thumb,
+                        summary=summary)
+
+    def objective_text(self) -> str:
+        """One line naming the analyses' objective and its corpus metric."""
+        an = self.data.analysis
+        what = {"similarity": "cosine similarity of the two sentences' mean-pooled embeddings",
+                "mlm": "masked-LM pseudo-log-likelihood", "classification": "sequence-classification accuracy"}
+        metric = {"spearman": "Spearman correlation with the pairs' labels",
+                  "mean_similarity": "mean similarity (no labels: changes are mean absolute changes)",
+                  "pll_per_token": "pseudo-log-likelihood per token", "accuracy": "accuracy"}
+        return (f"{an.objective}: {what.get(an.objective, an.objective)}; "
+                f"metric {metric.get(an.metric_name, an.metric_name)}")

@@ -1,0 +1,71 @@
+"""The home page: the model and corpus in numbers, the layers x heads grid,
+the head map, heads per pattern and per layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+from generator import figures
+from generator.links import HEADS_JSON, pattern_doc, rel
+from generator.pages.common import Figures, SiteContext
+from generator.registry import LABEL_INFO, LABELS, MIXED
+
+
+@dataclass(frozen=True)
+class PatternRow:
+    name: str
+    href: str
+    heads: int
+    title: str
+
+
+@dataclass(frozen=True)
+class HomePage:
+    title: str
+    description: str
+    layers: int
+    heads: int
+    heads_total: int
+    pairs: int
+    tokens: int
+    clear_heads: int
+    model_name: str
+    corpus_name: str
+    truncated_count: int
+    max_length: int
+    grid: Markup
+    labels: tuple[str, ...]
+    head_map: Markup | None
+    head_map_pairs: int
+    label_counts: Markup
+    pattern_rows: list[PatternRow]
+    layer_counts: Markup
+    heads_json_href: str
+
+
+def home_page(ctx: SiteContext, doc: str) -> HomePage:
+    """The home page's view-model (figures in page order)."""
+    data, fig = ctx.data, Figures(doc)
+    grid = fig(figures.head_grid(ctx.labels, ctx.head_scores), links=ctx.grid_links(doc))
+    head_map = None
+    an = data.analysis
+    if an is not None and an.head_coords is not None:
+        c = an.head_coords.reshape(data.layers, data.n_heads, 2)
+        head_map = fig(figures.head_scatter(c[..., 0], c[..., 1], ctx.labels, x_title="MDS 1", y_title="MDS 2",
+                                            equal_axes=True),
+                       point_links=figures.scatter_links(ctx.labels, ctx.head_link_of(doc)))
+    label_counts = fig(figures.label_counts(ctx.label_counts))
+    layer_counts = fig(figures.layer_counts(ctx.labels))
+    raw = ctx.cfg.raw
+    return HomePage(
+        title=raw.site.title, description=raw.site.description, layers=data.layers, heads=data.n_heads,
+        heads_total=ctx.n_heads_total, pairs=len(data.pairs), tokens=ctx.n_tokens,
+        clear_heads=ctx.n_heads_total - ctx.label_counts.get(MIXED, 0), model_name=data.model["name_or_path"],
+        corpus_name=ctx.corpus_name, truncated_count=ctx.truncated_count, max_length=ctx.max_length, grid=grid,
+        labels=LABELS, head_map=head_map, head_map_pairs=an.head_map_pairs if an is not None else 0,
+        label_counts=label_counts,
+        pattern_rows=[PatternRow(name, rel(doc, pattern_doc(name)), ctx.label_counts.get(name, 0),
+                                 LABEL_INFO[name].title) for name in LABELS],
+        layer_counts=layer_counts, heads_json_href=rel(doc, HEADS_JSON))

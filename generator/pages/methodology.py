@@ -1,0 +1,76 @@
+"""The Methodology page: exact definitions, thresholds and why, model,
+corpus and software versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from markupsafe import Markup
+
+from generator import figures
+from generator.pages.common import Figures, SiteContext
+from generator.registry import LABEL_INFO, MIXED, REGISTRY
+
+
+@dataclass(frozen=True)
+class FormulaRow:
+    name: str
+    formula: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ThresholdRow:
+    name: str
+    threshold: float | None
+    heads: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MethodologyPage:
+    formulas: list[FormulaRow]
+    thresholds: list[ThresholdRow]
+    mixed: ThresholdRow
+    strip: Markup
+    model_name: str
+    model_type: str
+    layers: int
+    heads: int
+    head_dim: int
+    max_length: int
+    truncated_count: int
+    corpus_name: str
+    pairs: int
+    tokens: int
+    versions: list[tuple[str, str]]
+
+
+def software_versions() -> list[tuple[str, str]]:
+    """``(package, version)`` of the atlas and the libraries that shape its numbers and pages."""
+    from generator import __version__
+
+    out = [("attention-atlas", __version__)]
+    for name in ("torch", "transformers", "tokenizers", "plotly", "mkdocs-material"):
+        try:
+            out.append((name, version(name)))
+        except PackageNotFoundError:
+            out.append((name, "not installed"))
+    return out
+
+
+def methodology_page(ctx: SiteContext, doc: str) -> MethodologyPage:
+    """The Methodology page's view-model."""
+    data, fig = ctx.data, Figures(doc)
+    mixed = LABEL_INFO[MIXED]
+    return MethodologyPage(
+        formulas=[FormulaRow(p.name, p.formula, p.source) for p in REGISTRY],
+        thresholds=[ThresholdRow(p.name, ctx.thresholds[p.name], ctx.label_counts.get(p.name, 0), p.threshold_reason)
+                    for p in REGISTRY],
+        mixed=ThresholdRow(MIXED, None, ctx.label_counts.get(MIXED, 0), mixed.threshold_reason),
+        strip=fig(figures.threshold_strip(ctx.head_scores, ctx.thresholds)),
+        model_name=data.model["name_or_path"], model_type=data.model["model_type"], layers=data.layers,
+        heads=data.n_heads, head_dim=data.model["head_dim"], max_length=ctx.max_length,
+        truncated_count=ctx.truncated_count, corpus_name=ctx.corpus_name, pairs=len(data.pairs), tokens=ctx.n_tokens,
+        versions=software_versions())
