@@ -11,17 +11,6 @@ from generator.config import PATTERNS
 from generator.patterns import PairLayout
 
 
-def softmax_attention(q: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """``softmax(q @ k.T / sqrt(d))`` row by row, for ``q``, ``k`` ``[n, d]``;
-    returns ``[n, n]``. The ``1/sqrt(d)`` scale (Vaswani et al. 2017, §3.2.1)
-    keeps the dot products' variance near 1 whatever ``d`` is, so the
-    softmax does not saturate into one-hot rows with vanishing gradients."""
-    scores = (q.astype(np.float64) @ k.astype(np.float64).T) / np.sqrt(q.shape[-1])
-    scores -= scores.max(axis=-1, keepdims=True)
-    e = np.exp(scores)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def pattern_pairs(layout: PairLayout, pattern: str) -> np.ndarray:
     """``[n, n]`` bool: the (query i, key j) cells a pattern's score sums over
     (see :mod:`generator.patterns`); for ``broad``, every cell of a query row."""

@@ -9,8 +9,19 @@ import pytest
 
 from generator.config import Pair
 from generator.patterns import PairLayout
-from generator.qk import pattern_neurons, pattern_pairs, softmax_attention
+from generator.qk import pattern_neurons, pattern_pairs
 from generator.views import head_view_data, quantize, sides, word_groups
+
+
+def softmax_attention(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``softmax(q @ k.T / sqrt(d))`` row by row, for ``q``, ``k`` ``[n, d]``;
+    returns ``[n, n]``. The ``1/sqrt(d)`` scale (Vaswani et al. 2017, §3.2.1)
+    keeps the dot products' variance near 1 whatever ``d`` is, so the
+    softmax does not saturate into one-hot rows with vanishing gradients."""
+    scores = (q.astype(np.float64) @ k.astype(np.float64).T) / np.sqrt(q.shape[-1])
+    scores -= scores.max(axis=-1, keepdims=True)
+    e = np.exp(scores)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
