@@ -226,3 +226,52 @@ def scatter_links(labels: np.ndarray, link_of) -> list[list[str]]:
     layers, heads = labels.shape
     return [[link_of(l, h) for l in range(layers) for h in range(heads) if labels[l, h] == name]
             for name in LABELS if any(labels[l, h] == name for l in range(layers) for h in range(heads))]
+
+
+def budget_bars(shares: np.ndarray, rows: list[str], categories: list[tuple[str, str, str]], *,
+                title: str | None = None, height: int | None = None) -> go.Figure:
+    """Horizontal stacked bars: where attention goes, one bar per row.
+
+    Args:
+        shares: ``[rows, categories]`` shares in [0, 1]; each row sums to 1
+            (an exact partition of the attention, see :mod:`generator.budget`).
+        rows: the bar names, top to bottom (e.g. "raw", "value-weighted", or "head 3").
+        categories: ``(name, title, colour)`` of each column of ``shares``.
+        title: an optional figure title.
+        height: pixels; default grows with the number of rows.
+    Returns:
+        a Plotly figure, one trace per category (the legend names them).
+    """
+    v = np.asarray(shares, dtype=np.float32)
+    traces = [go.Bar(y=rows, x=v[:, k], name=cat_title, orientation="h", marker_color=colour,
+                     hovertemplate="%{y}: " + html.escape(cat_title) + " %{x:.1%}<extra></extra>")
+              for k, (_, cat_title, colour) in enumerate(categories)]
+    return go.Figure(traces, layout=_layout(
+        barmode="stack", height=height or 110 + 30 * len(rows), margin=dict(l=110, r=10, t=30 if title else 10, b=40),
+        xaxis=dict(title="share of attention", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(autorange="reversed", type="category"),
+        legend=dict(orientation="h", y=-0.25 if len(rows) < 4 else -0.08, traceorder="normal", font=dict(size=10)),
+        title=dict(text=html.escape(title), font=dict(size=12)) if title else None))
+
+
+def rollout_heatmap(rollout: np.ndarray, tokens: list[str], size: int | None = None) -> go.Figure:
+    """Attention rollout of one pair with a layer slider.
+
+    Args:
+        rollout: ``[layers, n, n]``; row i of layer l is how much of each input
+            token (column) reaches position i after layers 0..l (Abnar &
+            Zuidema 2020, "Quantifying Attention Flow in Transformers", §3).
+        tokens: the ``n`` token strings (escaped here).
+        size: heatmap side in pixels (default about 15 px a token).
+    Returns:
+        a heatmap of the last layer and a slider whose steps restyle ``z`` to each layer.
+    """
+    layers = rollout.shape[0]
+    fig = attention_heatmap(rollout[-1], tokens, size=size, zmax=1.0)
+    fig.update_traces(colorbar=dict(thickness=10, len=0.8, title=dict(text="share")))
+    steps = [dict(method="restyle", label=str(layer), args=[{"z": [np.round(np.asarray(rollout[layer], dtype=np.float64), 4).tolist()]}])
+             for layer in range(layers)]
+    fig.update_layout(sliders=[dict(active=layers - 1, steps=steps, currentvalue=dict(prefix="up to layer "),
+                                    pad=dict(t=60), len=0.9)],
+                      height=fig.layout.height + 90)
+    return fig
