@@ -11,6 +11,8 @@ CONFIG ?= site_config.yml
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
+# the test extras (Playwright, bertviz, linkchecker...): only `make test` and `make bench` need them
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: site serve test bench deploy clean install
 
@@ -23,13 +25,17 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==$(TORCH_VERSION)+cpu" || \
 	  $(PIP) install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -e ".[test]"
+	touch $(TEST_STAMP)
 
 serve: site
 	$(PY) -m http.server --directory site --bind 127.0.0.1 8000
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
 clean:
@@ -54,5 +60,5 @@ deploy: $(if $(NO_BUILD),,site)
 	cd "$(DEPLOY_REPO)" && "$(GHP_IMPORT)" --no-jekyll --push --force --remote "$(REMOTE)" --branch "$(BRANCH)" \
 	  --message "$(DEPLOY_MESSAGE)" "$(abspath $(SITE_DIR))"
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m generator.bench

@@ -255,20 +255,59 @@ def _describe_pair(items: list[Any]):
     return describe
 
 
+class CorpusMeta(_Strict):
+    """Corpus-level facts shown on the home and corpus pages (all optional)."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=300)] | None = None
+    description: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    source: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    license: Annotated[str, StringConstraints(max_length=300)] | None = None
+
+    def shown(self) -> dict[str, str]:
+        """The fields that are set, cleaned of control characters."""
+        return {k: clean_text(v) for k, v in self.model_dump().items() if v}
+
+
+def load_corpus_meta(path: Path) -> CorpusMeta:
+    """The corpus-level metadata of a corpus file written as a mapping (``name``, ``description``,
+    ``source``, ``license`` next to ``pairs:``); empty for a bare list of pairs.
+
+    Raises:
+        AtlasError: unknown keys or wrong types, naming the file, line and field.
+    """
+    doc = load_yaml(path, "corpus")
+    if not isinstance(doc.data, dict):
+        return CorpusMeta()
+    meta = {k: v for k, v in doc.data.items() if k != "pairs"}
+    try:
+        return CorpusMeta.model_validate(meta)
+    except ValidationError as exc:
+        raise AtlasError(_validation_message(doc, exc, lambda loc: f"field '{_format_loc(loc)}'")) from None
+
+
 def load_corpus(path: Path) -> list[Pair]:
-    """Read and validate the corpus: a YAML list of pairs.
+    """Read and validate the corpus: a YAML list of pairs, or a mapping with
+    ``pairs:`` (that list) and the corpus-level fields of :class:`CorpusMeta`.
 
     Control characters are removed with a warning naming the pair and field.
     Raises :class:`AtlasError` naming file, line, pair index/id and field for
-    YAML errors, a non-list document, an empty corpus, missing or empty
+    YAML errors, a document that is neither, an empty corpus, missing or empty
     ``a``/``b``, unknown keys, wrong types and duplicate ids.
     """
     doc = load_yaml(path, "corpus")
     items = doc.data
+    if isinstance(items, dict):
+        if "pairs" not in items:
+            raise AtlasError(f"{path}:1: a corpus written as a mapping needs a 'pairs:' list "
+                             "(next to the optional name, description, source, license)")
+        load_corpus_meta(path)  # unknown or ill-typed corpus-level keys stop the build here
+        doc = doc.sub(("pairs",))
+        items = doc.data
     if items is None or items == []:
         raise AtlasError(f"{path}: the corpus has no pairs; add at least one pair (id, a, b)")
     if not isinstance(items, list):
-        raise AtlasError(f"{path}:1: the corpus must be a YAML list of pairs (each '- id: ..., a: ..., b: ...')")
+        raise AtlasError(f"{path}:1: the corpus must be a YAML list of pairs (each '- id: ..., a: ..., b: ...') "
+                         "or a mapping with 'pairs:'")
     cleaned: list[Any] = []
     for index, item in enumerate(items):
         if isinstance(item, dict):

@@ -1,10 +1,17 @@
-"""The machine-readable export of a build: ``data/heads.json``."""
+"""The machine-readable exports of a build: ``data/heads.json`` and ``data/pair_scores.csv.gz``."""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 
+import numpy as np
+
+from generator.patterns import classify_all
 from generator.pipeline import AtlasData
+from generator.registry import PATTERNS
 
 
 def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
@@ -26,3 +33,28 @@ def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
         ],
     }
     return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def pair_scores_csv_gz(data: AtlasData) -> bytes:
+    """Every head's seven scores on every pair, as gzip-compressed CSV (``data/pair_scores.csv.gz``).
+
+    One row per (pair, layer, head): ``pair``, ``id``, ``layer``, ``head``, ``label`` (the head's label
+    on that pair alone) and the seven scores (6 decimals; empty where a pair does not define a score).
+    Deterministic: the same data give the same bytes (gzip without a timestamp).
+
+    Args:
+        data: the computed atlas; reads ``pair_scores`` ``[pairs, layers, heads, 7]``.
+    Returns:
+        the compressed file's bytes (about 60 bytes a row before compression).
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["pair", "id", "layer", "head", "label", *PATTERNS])
+    labels = classify_all(data.pair_scores, data.thresholds)
+    for index, pair in enumerate(data.pairs):
+        scores = data.pair_scores[index]
+        for layer in range(data.layers):
+            for head in range(data.n_heads):
+                writer.writerow([index, pair.id, layer, head, labels[index, layer, head],
+                                 *("" if np.isnan(v) else f"{v:.6f}" for v in scores[layer, head].tolist())])
+    return gzip.compress(out.getvalue().encode("utf-8"), mtime=0)

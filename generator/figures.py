@@ -45,20 +45,24 @@ def attention_heatmap(attention: np.ndarray, tokens: list[str], *, size: int | N
     is filled in the browser from the tokens (see ``atlas.js``).
     """
     n = attention.shape[0]
-    if size is None:  # about 15 px a token, so that every token label stays readable
-        size = int(min(760, max(320, 15 * n)))
+    if size is None:  # about 15 px a token, capped so that the figure fits the page's content column
+        size = int(min(540, max(300, 15 * n)))
     axis = dict(tickmode="array", tickvals=list(range(n)), ticktext=escape_tokens(tokens) if ticks else None,
-                showticklabels=ticks, showgrid=False, zeroline=False, ticks="", tickfont=dict(size=9 if n > 30 else 10))
-    margin = 70 if ticks else 4
+                showticklabels=ticks, showgrid=False, zeroline=False, ticks="", automargin=True,
+                tickfont=dict(size=9 if n > 30 else 10))
+    margin = 80 if ticks else 4
     fig = go.Figure(
         go.Heatmap(z=np.asarray(attention, dtype=np.float32), zmin=0.0, zmax=float(zmax), colorscale=colorscale,
                    showscale=ticks, hovertemplate="%{customdata}<extra></extra>" if ticks else None,
-                   hoverinfo=None if ticks else "skip", colorbar=dict(thickness=10, len=0.8) if ticks else None),
+                   hoverinfo=None if ticks else "skip",
+                   colorbar=dict(thickness=10, len=0.8, title=dict(text="weight", side="right")) if ticks else None),
         layout=_layout(
-            width=size + (margin + 40 if ticks else 2 * margin), height=size + (margin + 30 if ticks else 2 * margin),
-            margin=dict(l=margin, r=4 if ticks else margin, t=30 if title else margin // 2 + 2, b=margin if ticks else margin),
-            xaxis=dict(axis, side="bottom", tickangle=-60, constrain="domain"),
-            yaxis=dict(axis, autorange="reversed", scaleanchor="x", scaleratio=1, constrain="domain"),
+            width=size + (margin + 70 if ticks else 2 * margin), height=size + (margin + 30 if ticks else 2 * margin),
+            margin=dict(l=margin, r=10 if ticks else margin, t=30 if title else margin // 2 + 2, b=margin if ticks else margin),
+            xaxis=dict(axis, side="bottom", tickangle=-60, constrain="domain",
+                       title=dict(text="key (attended to)", font=dict(size=10)) if ticks else None),
+            yaxis=dict(axis, autorange="reversed", scaleanchor="x", scaleratio=1, constrain="domain",
+                       title=dict(text="query (attending)", font=dict(size=10)) if ticks else None),
             title=dict(text=html.escape(title), font=dict(size=12)) if title else None,
         ),
     )

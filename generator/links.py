@@ -17,6 +17,9 @@ METHODOLOGY = "methodology.md"
 IMPORTANCE = "importance.md"
 CORPUS = "pairs/index.md"
 HEADS_JSON = "data/heads.json"
+PAIR_SCORES_CSV = "data/pair_scores.csv"  # written gzip-compressed, with ".gz"
+HEADS_INDEX = "heads/index.md"
+HEADS_COMPARE = "heads/compare.md"
 
 
 def head_doc(layer: int, head: int) -> str:

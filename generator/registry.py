@@ -78,8 +78,9 @@ REGISTRY: tuple[Label, ...] = (
         source="Vig (2019), pattern 3",
         text=(
             "A token attends to other occurrences of the same token (and to itself): \"store\" looks at "
-            "\"store\". The score adds up the attention that goes to identical WordPiece tokens, the "
-            "query's own position included."
+            "\"store\". Vig describes this pattern as attention to identical *or related* words; relatedness "
+            "has no exact definition, so the atlas measures only the identical-token part: the score adds up "
+            "the attention that goes to identical tokens, the query's own position included."
         ),
     ),
     Label(

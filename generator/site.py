@@ -10,20 +10,23 @@ the navigation or page titles.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 
 from generator.config import Config
 from generator.errors import AtlasError
-from generator.export import heads_json
-from generator.links import HEADS_JSON, head_doc, url_of
+from generator.export import heads_json, pair_scores_csv_gz
+from generator.links import HEADS_JSON, PAIR_SCORES_CSV, head_doc, url_of
 from generator.pages import Page, navigation, site_pages
 from generator.pages.common import SiteContext, num, pct
 from generator.pipeline import AtlasData
@@ -101,6 +104,7 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     heads_file = docs / HEADS_JSON
     heads_file.parent.mkdir(exist_ok=True)
     heads_file.write_text(heads_json(data, ctx.corpus_name, lambda l, h: url_of(head_doc(l, h))), encoding="utf-8")
+    (docs / (PAIR_SCORES_CSV + ".gz")).write_bytes(pair_scores_csv_gz(data))
 
     raw = cfg.raw
     mk = _render(env, "mkdocs.yml.j2", "mkdocs.yml",
@@ -109,6 +113,41 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     config_file = docs.parent / "mkdocs.yml"
     config_file.write_text(mk, encoding="utf-8")
     return config_file
+
+
+_BASE_SCRIPT = """<script>
+/* GitHub Pages serves this page at any missing URL, at any depth, so its links cannot be relative
+   to where it is. Find the site's root in the URL (the prefix before a top-level folder of this
+   site, else the first folder of a project site, else /) and make every link relative to it. */
+(function () {
+  var top = %s, parts = location.pathname.split("/").filter(Boolean), root = [];
+  for (var i = 0; i < parts.length; i++) { if (top.indexOf(parts[i]) >= 0) break; root.push(parts[i]); }
+  if (root.length === parts.length) root = parts.length > 1 ? parts.slice(0, 1) : [];
+  document.write('<base href="/' + root.map(encodeURIComponent).join("/") + (root.length ? "/" : "") + '">');
+})();
+</script>"""
+
+
+def relocatable_404(page: Path, top_level: list[str], prefix: str = "/") -> None:
+    """Make MkDocs' ``404.html`` work under any subpath (``https://user.github.io/repo/``).
+
+    MkDocs writes the 404 page's links as absolute paths (``/assets/...``) when no ``site_url``
+    is set, which break under a subpath. They become root-relative to a ``<base>`` element that a
+    small inline script sets from the URL the page is served at.
+
+    Args:
+        page: the built ``404.html`` (left alone when missing).
+        top_level: the names of the site's top-level files and folders.
+        prefix: the path MkDocs put before every link (``/``, or the path of ``site.site_url``).
+    """
+    if not page.exists():
+        return
+    text = page.read_text(encoding="utf-8")
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    text = re.sub(r'(\s(?:href|src))="' + re.escape(prefix) + r'(?!/)', r'\1="', text)
+    script = _BASE_SCRIPT % json.dumps(sorted(n for n in top_level if n != "404.html"))
+    text = text.replace("<head>", "<head>\n" + script, 1)
+    page.write_text(text, encoding="utf-8")
 
 
 def mkdocs_build(config_file: Path) -> None:
@@ -180,6 +219,8 @@ def build_site(cfg: Config, data: AtlasData, timings: dict[str, float] | None = 
             if epoch is None:
                 os.environ.pop("SOURCE_DATE_EPOCH", None)
         timings["mkdocs_s"] = time.perf_counter() - t
+        relocatable_404(new_site / "404.html", [p.name for p in new_site.iterdir()],
+                        urlsplit(cfg.raw.site.site_url or "/").path or "/")
         swap_into_place(new_site, cfg.site_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -108,6 +108,15 @@ class LoadedYaml:
         return line
 
 
+    def sub(self, loc: tuple[Any, ...]) -> LoadedYaml:
+        """The value at ``loc`` (a path of mapping keys) as a document of its own, line numbers kept."""
+        data, node = self.data, self.node
+        for part in loc:
+            data = data[part]
+            node = next(v for k, v in node.value if k.value == part)
+        return LoadedYaml(self.path, data, node)
+
+
 def load_yaml(path: Path, what: str) -> LoadedYaml:
     """Read ``path`` as one YAML document.
 

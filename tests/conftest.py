@@ -141,12 +141,25 @@ class PageWatch:
         page.on("requestfailed", lambda r: self.failed.append(r.url))
         page.on("dialog", lambda d: (self.errors.append(f"dialog: {d.message}"), d.dismiss()))
 
-    def open(self, url: str) -> None:
+    VIEWS = ".atlas-figure, .atlas-headview, .atlas-modelview, .atlas-qkview, .atlas-compareview"
+
+    def open(self, url: str, timeout_s: float = 60.0) -> None:
+        """Load ``url`` and scroll through it as a reader would (figures render when they come near
+        the viewport), until every figure and view has rendered; then back to the top."""
+        import time
+
         self.page.goto(url, wait_until="load")
-        self.page.wait_for_function(
-            "() => [...document.querySelectorAll('.atlas-figure, .atlas-headview, .atlas-modelview, .atlas-qkview')]"
-            ".every(e => e.getAttribute('data-rendered'))",
-            timeout=30_000)
+        deadline = time.monotonic() + timeout_s
+        done = "() => [...document.querySelectorAll(%r)].every(e => e.getAttribute('data-rendered'))" % self.VIEWS
+        y = 0
+        while not self.page.evaluate(done):
+            height = self.page.evaluate("document.documentElement.scrollHeight")
+            y = y + 600 if y < height else 0
+            self.page.evaluate(f"window.scrollTo(0, {y})")
+            self.page.wait_for_timeout(100)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url}: figures still not rendered after {timeout_s} s of scrolling")
+        self.page.evaluate("window.scrollTo(0, 0)")
 
 
 @pytest.fixture

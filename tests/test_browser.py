@@ -10,6 +10,8 @@ import numpy as np
 
 import pytest
 
+from conftest import PageWatch
+
 pytestmark = pytest.mark.browser
 
 PAGES = ["", "layers/layer-00/", "heads/layer-00-head-02/", "patterns/delimiter/", "methodology/", "pairs/"]
@@ -69,7 +71,7 @@ def test_hostile_text_is_shown_literally(watched, site_url):
     watched.open(site_url + "pairs/")
     page = watched.page
     page.fill(".atlas-corpus input[type=search]", "onerror")
-    cells = page.locator(".atlas-corpus td.text")
+    cells = page.locator(".atlas-corpus tr:not([hidden]) td.text")
     assert cells.count() == 2
     assert cells.nth(0).inner_text() == "<img src=x onerror=alert(1)>"
     assert cells.nth(1).inner_text() == "</script><script>alert(1)</script>"
@@ -172,9 +174,154 @@ def test_pair_page_model_view_and_word_level(watched, site_url):
     expected = (onehot.T @ (m @ onehot)) / onehot.sum(0)[:, None]
     shown = np.array(page.evaluate("el => el.data[0].z", heat.element_handle()))
     np.testing.assert_allclose(shown, expected, atol=1e-9)
-    page.locator(".atlas-modelview .mv-cell").nth(2).click()
+    # a thumbnail shows that head in the head view of the same pair; the URL keeps the view
+    page.locator(".atlas-modelview canvas.mv-thumb").nth(14).click()  # layer 1, head 2
+    page.wait_for_function("() => document.querySelector('.atlas-headview select.hv-layer').value === '1'")
+    assert hv.locator("select.hv-head").input_value() == "2"
+    assert "layer=1" in page.url and "head=2" in page.url
+    # its label opens the head's page
+    page.locator(".atlas-modelview .mv-cell .label").nth(2).click()
     page.wait_for_url("**/heads/layer-00-head-02/")
     assert_clean(watched, site_url)
+
+
+def test_view_state_in_the_url_is_restored(watched, site_url):
+    watched.open(site_url + "pairs/p0000-vig-store/#layer=3&head=7&token=5&filter=ab&level=words")
+    hv = watched.page.locator(".atlas-headview").first
+    assert hv.locator("select.hv-layer").input_value() == "3"
+    assert hv.locator("select.hv-head").input_value() == "7"
+    assert hv.locator("select.hv-filter").input_value() == "ab"
+    assert hv.locator(".hv-left.selected").get_attribute("data-i") == "5"
+    assert hv.locator(".hv-heatmap").get_attribute("data-level") == "words"
+    assert_clean(watched, site_url)
+
+
+def test_head_view_token_drives_the_query_key_view(watched, site_url):
+    watched.open(site_url + "heads/layer-00-head-02/")
+    page = watched.page
+    page.locator(".atlas-headview .hv-left").nth(4).click()
+    page.wait_for_function("() => document.querySelector('.atlas-qkview select.qk-query').value === '4'")
+    assert "token=4" in page.url
+    assert_clean(watched, site_url)
+
+
+def test_heatmaps_are_dark_where_attention_is_high(watched, site_url):
+    """The pair page's head-view heatmap uses the same white-to-dark-blue scale as every other
+    heatmap: its darkest colour sits at its highest value."""
+    watched.open(site_url + "pairs/p0000-vig-store/")
+    heat = watched.page.locator(".atlas-headview .hv-heatmap").first
+    scale = heat.evaluate("el => el.data[0].colorscale")
+    lum = lambda c: sum(int(x) for x in c[c.index("(") + 1:-1].split(","))  # noqa: E731
+    assert lum(scale[-1][1]) < lum(scale[0][1])  # 1 (high) is darker than 0
+    watched.open(site_url + "heads/layer-00-head-02/")
+    fig = watched.page.locator(".atlas-example + .atlas-figure").first
+    assert fig.evaluate("el => el.data[0].colorscale[0][1]").lower() in ("#f7fbff", "rgb(247,251,255)")
+    assert fig.evaluate("el => el.data[0].colorbar.title.text") == "weight"
+    assert fig.evaluate("el => el.layout.xaxis.title.text") == "key (attended to)"
+
+
+def test_no_share_chart_button_and_svg_export(watched, site_url):
+    watched.open(site_url + "heads/layer-00-head-02/")
+    page = watched.page
+    fig = page.locator(".atlas-example + .atlas-figure").first
+    fig.hover()
+    assert page.locator('.modebar-btn[data-title*="Share"], .modebar-btn[data-title*="Chart Studio"]').count() == 0
+    assert page.locator('.modebar-btn[data-title*="Edit in"]').count() == 0
+    with page.expect_download() as dl:
+        fig.locator('.modebar-btn[data-title="Download as SVG"]').click()
+    path = dl.value.path()
+    assert dl.value.suggested_filename.endswith(".svg")
+    assert open(path, encoding="utf-8").read().lstrip().startswith("<svg")
+    with page.expect_download() as dl:
+        fig.locator('.modebar-btn[data-title="Download the numbers (JSON)"]').click()
+    numbers = json.loads(open(dl.value.path(), encoding="utf-8").read())
+    assert numbers[0]["type"] == "heatmap" and len(numbers[0]["z"]) == len(numbers[0]["z"][0])
+    with page.expect_download() as dl:
+        page.locator(".atlas-headview button.hv-save-svg").click()
+    assert open(dl.value.path(), encoding="utf-8").read().startswith("<svg")
+    assert_clean(watched, site_url)
+
+
+def test_nothing_is_clipped_at_1400_px(browser, site_url):
+    """No table and no figure is wider than the column it sits in."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        for path in ["layers/layer-00/", "pairs/", "importance/", "heads/layer-05-head-09/", "pairs/p0000-vig-store/"]:
+            w = PageWatch(page)
+            w.open(site_url + path)
+            wide = page.evaluate("""() => [...document.querySelectorAll('.md-content table, .atlas-figure .main-svg')]
+                .filter(e => !e.closest('.md-typeset__scrollwrap') || true)
+                .map(e => { const box = e.getBoundingClientRect(), col = document.querySelector('.md-content').getBoundingClientRect();
+                            return [e.tagName, Math.round(box.right - col.right), e.scrollWidth - e.clientWidth]; })
+                .filter(([t, over, scroll]) => over > 1 || (t === 'TABLE' && scroll > 1))""")
+            assert wide == [], (path, wide)
+    finally:
+        context.close()
+
+
+def test_dark_mode_is_readable(browser, site_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+    page = context.new_page()
+    try:
+        w = PageWatch(page)
+        w.open(site_url + "heads/layer-00-head-02/")
+        assert page.evaluate("document.body.getAttribute('data-md-color-scheme')") == "slate"
+        tick = page.locator(".atlas-figure .xtick text").first
+        rgb = [int(x) for x in tick.evaluate("e => getComputedStyle(e).fill").strip("rgb() ").split(",")[:3]]
+        assert sum(rgb) > 3 * 180, rgb  # light text on the dark page
+        # the toggle switches back, and the figures follow
+        page.locator("label[for=__palette_1]").click()
+        page.wait_for_function("() => document.body.getAttribute('data-md-color-scheme') === 'default'")
+        page.wait_for_timeout(300)
+        rgb = [int(x) for x in tick.evaluate("e => getComputedStyle(e).fill").strip("rgb() ").split(",")[:3]]
+        assert sum(rgb) < 3 * 100, rgb
+        assert not w.errors, w.errors
+    finally:
+        context.close()
+
+
+def test_heads_table_sorts_filters_and_opens_side_by_side(watched, site_url):
+    watched.open(site_url + "heads/")
+    page = watched.page
+    rows = page.locator(".atlas-heads tbody tr:not([hidden])")
+    assert rows.count() == 72
+    header = page.locator(".atlas-heads th", has_text="previous")
+    header.click()  # numbers, largest first
+    first = [float(x) for x in page.locator(".atlas-heads tbody tr:not([hidden]) td:nth-child(7)").all_inner_texts()]
+    assert first == sorted(first, reverse=True)
+    header.click()
+    again = [float(x) for x in page.locator(".atlas-heads tbody tr:not([hidden]) td:nth-child(7)").all_inner_texts()]
+    assert again == sorted(again)
+    page.locator(".atlas-heads input[type=search]").fill("delimiter")
+    labels = page.locator(".atlas-heads tbody tr:not([hidden]) td:nth-child(4)").all_inner_texts()
+    assert labels and all("delimiter" in x or x for x in labels) and rows.count() < 72
+    page.locator(".atlas-heads input[type=search]").fill("")
+    page.locator(".atlas-heads input.atlas-tick[value='0-2']").check()
+    page.locator(".atlas-heads input.atlas-tick[value='3-7']").check()
+    page.locator(".atlas-compare-link").click()
+    page.wait_for_url("**/heads/compare/#h=*")
+    watched.open(page.url)
+    view = page.locator(".atlas-compareview")
+    assert view.get_attribute("data-heads") == "2"
+    assert page.locator(".atlas-compare-grid .cmp-col").count() == 2
+    assert page.locator(".atlas-compare-grid .js-plotly-plot").count() == 4
+    assert "layer 3, head 7" in page.locator(".atlas-compare-grid").inner_text()
+    assert_clean(watched, site_url)
+
+
+def test_not_found_page_works_under_a_subpath(watched, subpath_url):
+    """GitHub Pages serves 404.html at any missing URL of a project site."""
+    page = watched.page
+    html = page.context.request.get(subpath_url + "404.html").text()
+    page.route("**/repo/no/such/page/", lambda route: route.fulfill(status=404, body=html, content_type="text/html"))
+    page.goto(subpath_url + "no/such/page/", wait_until="load")
+    css = page.evaluate("[...document.styleSheets].map(s => s.href).filter(Boolean)")
+    assert css and all("/repo/assets/" in h for h in css), css
+    assert page.evaluate("getComputedStyle(document.querySelector('.md-header')).position") != "static"
+    assert page.locator("a.md-header__button.md-logo").get_attribute("href") in (".", "./")
+    assert page.evaluate("new URL(document.querySelector('a.md-header__button.md-logo').href).pathname") == "/repo/"
+    assert not [e for e in watched.errors if "404" not in e], watched.errors
 
 
 def test_importance_page_renders(watched, site_url):

@@ -403,19 +403,26 @@ def _open_search(page):
     return box
 
 
-def _search(page, box, query: str, limit_s: float = 90.0):
-    """Type ``query`` and wait for results. A query typed before Material's
-    search worker has built its index can be dropped, so it is typed again
-    every few seconds until results show (bounded by ``limit_s``)."""
+def _search(page, box, query: str, limit_s: float = 180.0):
+    """Type ``query`` once Material's search worker is ready, and wait for results.
+
+    Material shows "Initializing search" in the result list's meta line until its worker has
+    fetched and indexed ``search_index.json``; on a busy machine that takes a while, so the test
+    waits for that real signal (bounded by ``limit_s``) instead of a fixed time. A query typed
+    before then can be dropped, so it is typed again while no result shows."""
     import time
 
-    results = page.locator(".md-search-result__item")
     deadline = time.monotonic() + limit_s
+    page.wait_for_function(
+        "() => { const m = document.querySelector('.md-search-result__meta');"
+        " return m && m.textContent.trim() !== '' && !/initiali[sz]ing/i.test(m.textContent); }",
+        timeout=limit_s * 1000)
+    results = page.locator(".md-search-result__item")
     while True:
         box.fill("")
-        box.fill(query)
+        box.type(query, delay=20)
         try:
-            results.first.wait_for(timeout=5_000)
+            results.first.wait_for(timeout=10_000)
             return results
         except Exception:
             if time.monotonic() > deadline:

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from generator.config import slug
-from generator.links import CORPUS, HOME, IMPORTANCE, METHODOLOGY, head_doc, layer_doc, pattern_doc
+from generator.links import (CORPUS, HEADS_COMPARE, HEADS_INDEX, HOME, IMPORTANCE, METHODOLOGY, head_doc, layer_doc,
+                             pattern_doc)
 from generator.pages.common import SiteContext
 from generator.pages.corpus import corpus_page
 from generator.pages.head import head_page
+from generator.pages.heads import heads_compare_page, heads_table_page
 from generator.pages.home import home_page
 from generator.pages.importance import importance_page
 from generator.pages.layer import layer_page
@@ -59,6 +61,8 @@ def site_pages(ctx: SiteContext) -> list[Page]:
             doc = head_doc(layer, head)
             pages.append(Page(doc, "head.md.j2", f"Head {layer}-{head} · {data.head(layer, head).label}",
                               lambda doc=doc, layer=layer, head=head: head_page(ctx, doc, layer, head)))
+    pages.append(Page(HEADS_INDEX, "heads.md.j2", "All heads", lambda: heads_table_page(ctx, HEADS_INDEX)))
+    pages.append(Page(HEADS_COMPARE, "compare.md.j2", "Side by side", lambda: heads_compare_page(ctx, HEADS_COMPARE)))
     an = data.analysis
     if an is not None and (an.ablation is not None or an.groups):
         pages.append(Page(IMPORTANCE, "importance.md.j2", "Importance", lambda: importance_page(ctx, IMPORTANCE)))
@@ -70,7 +74,8 @@ def site_pages(ctx: SiteContext) -> list[Page]:
 
 
 def navigation(pages: list[Page], layers: int, heads: int) -> list:
-    """MkDocs' ``nav``: Home, Patterns, Layers (each with its heads), Pairs, Importance, Methodology.
+    """MkDocs' ``nav``: Home, Patterns, Layers (each with its heads), Heads (table, side by side), Pairs,
+    Importance, Methodology.
 
     Pair pages are reached from the corpus table and the head pages; listing
     them in the navigation would repeat every pair on every page.
@@ -82,6 +87,7 @@ def navigation(pages: list[Page], layers: int, heads: int) -> list:
         {f"Layer {layer}": [{"Layer overview": layer_doc(layer)},
                             *({by_doc[head_doc(layer, h)].title: head_doc(layer, h)} for h in range(heads))]}
         for layer in range(layers)]})
+    nav.append({"Heads": [{"All heads": HEADS_INDEX}, {"Side by side": HEADS_COMPARE}]})
     nav.append({"Pairs": CORPUS})
     if IMPORTANCE in by_doc:
         nav.append({"Importance": IMPORTANCE})

@@ -17,7 +17,7 @@ import numpy as np
 from markupsafe import Markup
 
 from generator import figures
-from generator.config import Config, slug
+from generator.config import Config, load_corpus_meta, slug
 from generator.links import head_doc, pair_doc, rel
 from generator.patterns import classify_all
 from generator.pipeline import AtlasData
@@ -40,6 +40,40 @@ def pct(value) -> str:
 
 # --------------------------------------------------------------------- figures
 
+#: One line under each kind of figure saying how to read it.
+HOW_TO_READ = {
+    "attention": "How to read: row i is query token i (the one attending), column j key token j (the one "
+                 "attended to); a cell's colour is the share of row i's attention that goes to j (each row sums "
+                 "to 1). Hover a cell for the two tokens; the toolbar saves the figure (PNG, SVG) or its numbers.",
+    "grid": "How to read: one cell per head (row = layer, column = head, both from 0), coloured by its label; "
+            "hover for the numbers, click to open the head.",
+    "scores": "How to read: one bar per pattern, the head's corpus-mean score; the black tick is that "
+              "pattern's threshold. A bar above its tick qualifies; the label goes to the largest score / threshold.",
+    "counts": "How to read: bar heights are numbers of heads.",
+    "strip": "How to read: one dot per head and pattern (its corpus-mean score); the black bar is the threshold.",
+    "head_map": "How to read: one point per head; nearby heads attend alike (Jensen-Shannon distance, "
+                "laid out in 2-D by multidimensional scaling: only distances mean something, not the axes).",
+    "head_values": "How to read: one cell per head (row = layer, column = head), its value printed in the cell.",
+    "scatter": "How to read: one point per head, coloured by its label; click a point to open the head.",
+    "headview": "How to read: lines run from each query token (left) to the key tokens it attends to (right), "
+                "darker for more attention; click a token to keep only its lines (the URL then keeps the view).",
+    "modelview": "How to read: one thumbnail per head (row = layer, column = head), each that head's attention "
+                 "matrix on this pair (rows = query, columns = key, darker = more).",
+    "qkview": "How to read: pick a query token; the left panels show its query vector, every key vector and "
+              "their element-wise product per dimension, the bars the dot product, its scaled value and the "
+              "softmax, which is the head's attention.",
+    "impact": "How to read: row i, column j is how much masking token j changes token i's representation "
+              "(larger = darker); it is not normalised per row like attention.",
+    "budget": "How to read: each bar splits the attention of the query tokens into eleven categories (an exact "
+              "partition: every key falls in the first category that matches, the shares sum to 100%).",
+    "compareview": "How to read: one column per ticked head; its scores against the thresholds (black ticks), "
+                   "then its attention on the chosen pair (rows = query, columns = key, darker = more).",
+    "rollout": "How to read: row i is position i after the chosen layer, column j input token j; a cell is the "
+               "share of position i's representation that traces back to token j through the attention and the "
+               "residual connections. Move the slider to go through the layers.",
+}
+
+
 class Figures:
     """Embeds the figures of one page; ids are stable (page + position), so
     two builds of the same input write the same bytes. Call it in the order
@@ -49,24 +83,32 @@ class Figures:
         self.prefix = "fig-" + slug(page.replace("/", "-").removesuffix(".md"), 60)
         self.count = 0
 
-    def __call__(self, fig, css: str = "", **extra) -> Markup:
-        """A Plotly figure: a placeholder ``div`` plus its JSON (rendered by ``assets/atlas.js``)."""
+    def __call__(self, fig, css: str = "", how_to_read: str | None = None, **extra) -> Markup:
+        """A Plotly figure: a placeholder ``div`` plus its JSON (rendered by ``assets/atlas.js``) and,
+        when given, a :data:`HOW_TO_READ` key whose line goes under the figure."""
         self.count += 1
         fid = f"{self.prefix}-{self.count}"
         payload = figures.embed_json(fig, **extra)
         return Markup(
             f'<div class="atlas-figure {css}" id="{fid}" data-spec="{fid}-spec"></div>\n'
             f'<script type="application/json" id="{fid}-spec">{payload}</script>'
-        )
+        ) + _how_to_read(how_to_read)
 
     def view(self, kind: str, payload: dict) -> Markup:
-        """An interactive view (``headview``, ``modelview``, ``qkview``) of ``assets/views.js``."""
+        """An interactive view (``headview``, ``modelview``, ``qkview``) of ``assets/views.js``, with
+        its how-to-read line."""
         self.count += 1
         vid = f"{self.prefix}-{kind}-{self.count}"
         return Markup(
             f'<div class="atlas-{kind}" id="{vid}" data-spec="{vid}-spec"></div>\n'
             f'<script type="application/json" id="{vid}-spec">{figures.json_for_script(payload)}</script>'
-        )
+        ) + _how_to_read(kind)
+
+
+def _how_to_read(kind: str | None) -> Markup:
+    if kind is None:
+        return Markup("")
+    return Markup('\n<p class="atlas-howto">') + HOW_TO_READ[kind] + Markup("</p>")
 
 
 # ----------------------------------------------------------------- value types
@@ -122,6 +164,7 @@ class SiteContext:
         self.n_tokens = sum(layout.n for layout in data.layouts)
         self.max_length = cfg.raw.model.max_length
         self.view_max_tokens = cfg.raw.view_max_tokens
+        self.corpus_meta = load_corpus_meta(cfg.corpus_path).shown()
 
     @property
     def n_heads_total(self) -> int:

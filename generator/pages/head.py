@@ -106,7 +106,7 @@ def head_page(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadPage:
         importance = HeadImportance(ctx.objective_text(), float(an.ablation[layer, head]),
                                     importance_rank(ctx, layer, head), ctx.n_heads_total,
                                     float(an.gradient[layer, head]), rel(doc, IMPORTANCE))
-    scores_bar = fig(figures.scores_bar(h.scores, ctx.thresholds, h.label))
+    scores_bar = fig(figures.scores_bar(h.scores, ctx.thresholds, h.label), how_to_read="scores")
     rows = []
     for k, p in enumerate(PATTERNS):
         t = ctx.thresholds[p]
@@ -118,7 +118,7 @@ def head_page(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadPage:
     for ex in h.examples:
         tokens = data.layouts[ex].tokens
         heat = fig(figures.attention_heatmap(data.showcase.attention[ex][layer, head], tokens),
-                   hover_tokens=figures.escape_tokens(tokens))
+                   hover_tokens=figures.escape_tokens(tokens), how_to_read="attention")
         examples.append(Example(ctx.pair_text(doc, ex), float(data.pair_scores[ex, layer, head, column]), heat))
     best = h.examples[0]
     layout = data.layouts[best]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from markupsafe import Markup
 
 from generator import figures
-from generator.links import HEADS_JSON, pattern_doc, rel
+from generator.links import CORPUS, HEADS_JSON, PAIR_SCORES_CSV, pattern_doc, rel
 from generator.pages.common import Figures, SiteContext
 from generator.registry import LABEL_INFO, LABELS, MIXED
 
@@ -43,21 +43,25 @@ class HomePage:
     pattern_rows: list[PatternRow]
     layer_counts: Markup
     heads_json_href: str
+    with_page: int
+    pair_scores_href: str
+    corpus_meta: dict[str, str]
+    corpus_href: str
 
 
 def home_page(ctx: SiteContext, doc: str) -> HomePage:
     """The home page's view-model (figures in page order)."""
     data, fig = ctx.data, Figures(doc)
-    grid = fig(figures.head_grid(ctx.labels, ctx.head_scores), links=ctx.grid_links(doc))
+    grid = fig(figures.head_grid(ctx.labels, ctx.head_scores), links=ctx.grid_links(doc), how_to_read="grid")
     head_map = None
     an = data.analysis
     if an is not None and an.head_coords is not None:
         c = an.head_coords.reshape(data.layers, data.n_heads, 2)
         head_map = fig(figures.head_scatter(c[..., 0], c[..., 1], ctx.labels, x_title="MDS 1", y_title="MDS 2",
                                             equal_axes=True),
-                       point_links=figures.scatter_links(ctx.labels, ctx.head_link_of(doc)))
-    label_counts = fig(figures.label_counts(ctx.label_counts))
-    layer_counts = fig(figures.layer_counts(ctx.labels))
+                       point_links=figures.scatter_links(ctx.labels, ctx.head_link_of(doc)), how_to_read="head_map")
+    label_counts = fig(figures.label_counts(ctx.label_counts), how_to_read="counts")
+    layer_counts = fig(figures.layer_counts(ctx.labels), how_to_read="counts")
     raw = ctx.cfg.raw
     return HomePage(
         title=raw.site.title, description=raw.site.description, layers=data.layers, heads=data.n_heads,
@@ -68,4 +72,5 @@ def home_page(ctx: SiteContext, doc: str) -> HomePage:
         label_counts=label_counts,
         pattern_rows=[PatternRow(name, rel(doc, pattern_doc(name)), ctx.label_counts.get(name, 0),
                                  LABEL_INFO[name].title) for name in LABELS],
-        layer_counts=layer_counts, heads_json_href=rel(doc, HEADS_JSON))
+        layer_counts=layer_counts, heads_json_href=rel(doc, HEADS_JSON), with_page=len(ctx.pair_docs), pair_scores_href=rel(doc, PAIR_SCORES_CSV + ".gz"),
+        corpus_meta=ctx.corpus_meta, corpus_href=rel(doc, CORPUS))

@@ -86,12 +86,13 @@ def importance_page(ctx: SiteContext, doc: str, top_k: int = 10) -> ImportancePa
     ablation_map = gradient_map = scatter = None
     ranked: list[RankedHead] = []
     if an.ablation is not None:
-        ablation_map = fig(figures.head_values(an.ablation, title="metric change"))
-        gradient_map = fig(figures.head_values(an.gradient, title="normalised gradient importance", signed=False))
+        ablation_map = fig(figures.head_values(an.ablation, title="metric change"), how_to_read="head_values")
+        gradient_map = fig(figures.head_values(an.gradient, title="normalised gradient importance", signed=False),
+                           how_to_read="head_values")
         scatter = fig(figures.head_scatter(np.abs(an.ablation), an.gradient, ctx.labels,
                                            x_title="|metric change| when masked alone",
                                            y_title="normalised gradient importance"),
-                      point_links=figures.scatter_links(ctx.labels, ctx.head_link_of(doc)))
+                      point_links=figures.scatter_links(ctx.labels, ctx.head_link_of(doc)), how_to_read="scatter")
         ranked = [RankedHead(k + 1, rel(doc, head_doc(l, h)), l, h, ctx.labels[l, h], float(an.ablation[l, h]),
                              float(an.gradient[l, h])) for k, (l, h) in enumerate(importance_order(ctx)[:top_k])]
     groups = [GroupRow(g.name, len(g.heads), g.masked_metric, g.change,
@@ -103,7 +104,7 @@ def importance_page(ctx: SiteContext, doc: str, top_k: int = 10) -> ImportancePa
         tokens = data.layouts[g.pair_index].tokens
         hover = figures.escape_tokens(tokens)
         before = fig(figures.attention_heatmap(g.before, tokens, size=320), hover_tokens=hover)
-        after = fig(figures.attention_heatmap(g.after, tokens, size=320), hover_tokens=hover)
+        after = fig(figures.attention_heatmap(g.after, tokens, size=320), hover_tokens=hover, how_to_read="attention")
         biggest = GroupBeforeAfter(g.name, g.top[0], g.top[1], g.pair_index,
                                    [Link(rel(doc, head_doc(l, h)), f"{l}-{h}") for l, h in g.heads], before, after)
     return ImportancePage(

@@ -69,7 +69,7 @@ def methodology_page(ctx: SiteContext, doc: str) -> MethodologyPage:
         thresholds=[ThresholdRow(p.name, ctx.thresholds[p.name], ctx.label_counts.get(p.name, 0), p.threshold_reason)
                     for p in REGISTRY],
         mixed=ThresholdRow(MIXED, None, ctx.label_counts.get(MIXED, 0), mixed.threshold_reason),
-        strip=fig(figures.threshold_strip(ctx.head_scores, ctx.thresholds)),
+        strip=fig(figures.threshold_strip(ctx.head_scores, ctx.thresholds), how_to_read="strip"),
         model_name=data.model["name_or_path"], model_type=data.model["model_type"], layers=data.layers,
         heads=data.n_heads, head_dim=data.model["head_dim"], max_length=ctx.max_length,
         truncated_count=ctx.truncated_count, corpus_name=ctx.corpus_name, pairs=len(data.pairs), tokens=ctx.n_tokens,

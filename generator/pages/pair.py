@@ -57,6 +57,7 @@ class PairPage:
     index: int
     pair: PairText
     note: str | None
+    gold_label: str | None
     tags: list[str]
     truncated: bool
     max_length: int
@@ -115,14 +116,16 @@ def pair_page(ctx: SiteContext, doc: str, index: int) -> PairPage:
         impact = Impact(
             layer=an.impact_layer, passes=layout.n ** 2,
             impact=fig(figures.attention_heatmap(np.nan_to_num(m), layout.tokens, size=320, zmax=zmax,
-                                                 colorscale="Reds"), hover_tokens=hover),
+                                                 colorscale="Reds"), hover_tokens=hover, how_to_read="impact"),
             mean_attention=fig(figures.attention_heatmap(data.showcase.attention[index].mean(axis=(0, 1)),
-                                                         layout.tokens, size=320), hover_tokens=hover))
-    grid = fig(figures.head_grid(labels, data.pair_scores[index]), links=ctx.grid_links(doc))
+                                                         layout.tokens, size=320), hover_tokens=hover,
+                               how_to_read="attention"))
+    grid = fig(figures.head_grid(labels, data.pair_scores[index]), links=ctx.grid_links(doc), how_to_read="grid")
     used_by = [HeadUsingPair(Link(rel(doc, head_doc(h.layer, h.head)), f"layer {h.layer}, head {h.head}"), h.label)
                for h in data.heads if index in h.examples]
     return PairPage(
-        index=index, pair=ctx.pair_text(doc, index, link=False), note=pair.note, tags=list(pair.tags),
+        index=index, pair=ctx.pair_text(doc, index, link=False), note=pair.note,
+        gold_label=None if pair.label is None else f"{pair.label:g}", tags=list(pair.tags),
         truncated=bool(data.truncated[index]), max_length=ctx.max_length, n=layout.n, tokens=tokens,
         views_shown=views_shown, view_max_tokens=ctx.view_max_tokens, heads_total=ctx.n_heads_total,
         model_view=model_view, head_view=head_view, attribution=attribution, impact=impact, grid=grid,
