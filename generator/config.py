@@ -209,6 +209,27 @@ def with_overrides(cfg: Config, corpus: Path | None = None, site_dir: Path | Non
     return new
 
 
+def setting_error(cfg: Config, loc: tuple[str, ...], message: str) -> AtlasError:
+    """The error for a setting that can only be checked once the model is
+    known (e.g. a layer index against the model's layer count).
+
+    Args:
+        cfg: the loaded config.
+        loc: the setting's keys, e.g. ``("analysis", "perturbed_layer")``.
+        message: what is wrong and what to write instead.
+
+    Returns:
+        An :class:`AtlasError` reading ``<file>:<line>: field 'a.b': message``
+        (the line of the setting, or of its section when it is not written).
+    """
+    try:
+        line = load_yaml(cfg.path, "config").line_of(loc)
+    except AtlasError:  # the file changed since it was loaded: name it without a line
+        line = None
+    where = f"{cfg.path}:{line}" if line else str(cfg.path)
+    return AtlasError(f"{where}: field '{_format_loc(loc)}': {message}")
+
+
 def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 

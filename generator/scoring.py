@@ -97,12 +97,33 @@ def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[s
 class Showcase:
     """Attention of the pairs the pages show, and q/k for each head's best pair.
 
-    ``attention``: pair index -> ``[layers, heads, n, n]`` float32.
-    ``qk``: pair index -> ``(q, k)`` each ``[layers, heads, n, head_dim]``.
+    Attributes:
+        attention: corpus index -> float32 ``[layers, heads, n, n]`` (rows =
+            query, columns = key).
+        qk: corpus index -> ``(q, k)``, each float32 ``[layers, heads, n,
+            head_dim]``, the projections before the ``1/sqrt(head_dim)``
+            scale (the "neuron view" of Vig 2019, "A Multiscale Visualization
+            of Attention in the Transformer Model", section 3.3).
     """
 
     attention: dict[int, np.ndarray] = field(default_factory=dict)
     qk: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def to_cache(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``(arrays, meta)`` for :func:`generator.cache.store`: ``att_<i>``,
+        ``q_<i>`` and ``k_<i>`` arrays per corpus index ``i``."""
+        arrays = {f"att_{i}": a for i, a in self.attention.items()}
+        for i, (q, k) in self.qk.items():
+            arrays[f"q_{i}"], arrays[f"k_{i}"] = q, k
+        return arrays, {"pairs": sorted(self.attention), "qk": sorted(self.qk)}
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict) -> Showcase:
+        """The inverse of :meth:`to_cache` (same order of pairs)."""
+        return cls(
+            attention={int(name[4:]): a for name, a in arrays.items() if name.startswith("att_")},
+            qk={int(name[2:]): (a, arrays[f"k_{name[2:]}"]) for name, a in arrays.items() if name.startswith("q_")},
+        )
 
 
 def compute_showcase(lm: LoadedModel, encoded: list[EncodedPair], pair_indices: list[int], qk_indices: list[int],

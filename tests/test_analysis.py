@@ -19,7 +19,7 @@ from generator.analysis.headmap import head_distances, head_map, js_divergence
 from generator.analysis.importance import (ablation_importance, gate_heads, gradient_importance, group_masking,
                                            heads_with_label, mask_heads, rank_correlation)
 from generator.analysis.objective import (ClassificationObjective, MaskedLMObjective, ObjectiveResult,
-                                          SimilarityObjective, classification, load_task_model, metric_change, mlm,
+                                          SimilarityObjective, classification, metric_change, mlm,
                                           similarity)
 from generator.analysis.perturbed import impact_matrix
 from generator.config import DEFAULT_MODEL, Pair
@@ -59,7 +59,7 @@ def tiny(lm: LoadedModel, cls=BertModel, **extra) -> LoadedModel:
     torch.manual_seed(0)
     model = cls(config).eval()
     return LoadedModel(model=model, tokenizer=lm.tokenizer, device=torch.device("cpu"), name_or_path="tiny",
-                       layers=2, heads=2, head_dim=16, fingerprint="tiny")
+                       layers=2, heads=2, head_dim=16)
 
 
 def _inputs(lm: LoadedModel, pair: Pair) -> dict[str, torch.Tensor]:
@@ -189,11 +189,11 @@ def test_mlm_and_classification_need_their_heads(lm, one_thread, tmp_path):
     with pytest.raises(AtlasError, match="masked-LM head"):
         MaskedLMObjective(lm, PAIRS)
     with pytest.raises(AtlasError, match="no trained masked-LM head"):
-        load_task_model(DEFAULT_MODEL, "mlm", "cpu")
+        load_model(DEFAULT_MODEL, "cpu", task="mlm")
     small = tiny(lm, BertForMaskedLM)
     small.model.save_pretrained(tmp_path)
     lm.tokenizer.save_pretrained(tmp_path)
-    loaded = load_task_model(str(tmp_path), "mlm", "cpu")
+    loaded = load_model(str(tmp_path), "cpu", task="mlm")
     assert mlm(loaded, PAIRS[:1]).per_pair[0] == pytest.approx(mlm(small, PAIRS[:1]).per_pair[0], abs=1e-5)
 
 
