@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: site serve test bench deploy clean install
+.PHONY: site serve test bench deploy clean install readme
 
 site: $(STAMP)
 	$(PY) -m generator build --config $(CONFIG)
@@ -56,3 +56,9 @@ deploy: $(if $(NO_BUILD),,site)
 
 bench: $(STAMP)
 	$(PY) -m generator.bench
+
+# Rewrite the README's generated Configuration section from the settings'
+# descriptions in generator/config.py (the Performance section: make bench
+# then python -m generator.bench --no-run --readme).
+readme: $(STAMP)
+	$(PY) -m generator.config --readme

@@ -39,12 +39,14 @@ from pathlib import Path
 
 import yaml
 
+from generator import readme
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (30, 300, 3000, 10000)
 DEFAULT_MODELS = ("default", "bert-base-random")
 QUICK_SIZES = (30,)
 QUICK_MODELS = ("default", "bert-tiny-random")
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+START, END = readme.markers("bench")
 SECTION = "## Performance"
 
 #: Keys every run record has (see the module docstring).
@@ -472,18 +474,10 @@ def markdown_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, doc: dict) -> None:
+def update_readme(path: Path, doc: dict) -> None:
     """Replace the text between the bench markers with :func:`markdown_section`;
     append a ``## Performance`` section with the markers when they are absent."""
-    text = readme.read_text(encoding="utf-8")
-    body = markdown_section(doc)
-    if START in text and END in text and text.index(START) < text.index(END):
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + body + after
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{body}\n"
-    readme.write_text(text, encoding="utf-8")
+    readme.update_readme(path, "bench", markdown_section(doc), SECTION)
 
 
 # ------------------------------------------------------------------------ CLI
