@@ -77,8 +77,7 @@ class ComputeConfig(_Strict):
         "Pairs per forward pass (pairs of similar length are batched together). Larger is faster until "
         "memory runs out: memory grows with batch_size x heads x max_length^2 for one layer."))] = 32
     engine: Literal["local", "ray"] = Field("local", description=(
-        "`local`: one process. `ray`: score the corpus on a Ray cluster (`pip install '.[ray]'`), with the "
-        "same numbers; only the scoring runs there."))
+        "`local`: one process. `ray`: the scoring runs on a Ray cluster (`pip install '.[ray]'`), same numbers."))
     ray_workers: Annotated[int, Field(ge=1, le=1024, description=(
         "With `engine: ray`: how many workers score batches, each loading its own copy of the model "
         "(memory: one model per worker)."))] = 2
@@ -114,8 +113,7 @@ class AnalysisConfig(_Strict):
         "Mask each head alone and measure the change of the objective, and Michel et al. (2019)'s gradient "
         "importance, normalised per layer. Costs one evaluation of the objective per head."))
     group_masking: bool = Field(True, description=(
-        "Mask all heads of each pattern together, and the 5 heads whose masking hurts most; shows which "
-        "heads' attention moves. Costs one evaluation per group."))
+        "Mask all heads of each pattern together, and the 5 whose masking hurts most; one evaluation per group."))
     attribution: bool = Field(True, description=(
         "Integrated gradients (Sundararajan et al. 2017, with captum) of the similarity of each analysed pair, "
         "token by token, with the completeness check. Only with `objective: similarity`."))
@@ -123,14 +121,12 @@ class AnalysisConfig(_Strict):
         "Quadrature points of integrated gradients: forward and backward passes per analysed pair. More "
         "steps, smaller completeness error."))] = 50
     perturbed_masking: bool = Field(True, description=(
-        "Wu et al. (2020)'s token-to-token impact matrix of each analysed pair. Costs n^2 forward passes for a "
-        "pair of n tokens."))
+        "Wu et al. (2020)'s token-to-token impact matrix of each analysed pair: n^2 forward passes for n tokens."))
     perturbed_layer: int = Field(-1, description=(
         "The encoder layer whose output perturbed masking compares: 0 is the first; negative counts from "
         "the last (-1 = last). Checked against the model's layer count."))
     head_map: bool = Field(True, description=(
-        "Clark et al. (2019)'s map of heads: Jensen-Shannon distances between their attention on the shown "
-        "pairs, laid out in 2-D with MDS."))
+        "Clark et al. (2019)'s map of heads by the Jensen-Shannon distance of their attention, laid out by MDS."))
     max_pairs: Annotated[int, Field(ge=0, le=10000, description=(
         "How many example pairs (those most heads use as examples; untruncated) get attribution and "
         "perturbed masking, the two per-pair analyses."))] = 4
@@ -235,9 +231,16 @@ def _validation_message(doc: LoadedYaml, exc: ValidationError, describe) -> str:
 def load_config(path: Path | str) -> Config:
     """Read and validate ``site_config.yml``.
 
-    Paths in the file are relative to the file's folder. Raises
-    :class:`AtlasError` for YAML errors, unknown keys, wrong types, values out
-    of range and output folders that would overwrite sources.
+    Args:
+        path: the config file; paths in it are relative to its folder.
+
+    Returns:
+        The :class:`Config`, every path resolved.
+
+    Raises:
+        AtlasError: naming the file, the line and the setting, for YAML
+            errors, unknown keys, wrong types, values out of range and output
+            folders that would overwrite sources.
     """
     path = Path(path)
     doc = load_yaml(path, "config")
@@ -262,7 +265,20 @@ def load_config(path: Path | str) -> Config:
 
 
 def with_overrides(cfg: Config, corpus: Path | None = None, site_dir: Path | None = None) -> Config:
-    """The same config with the corpus file and/or site folder replaced (CLI flags)."""
+    """The same config with the corpus file and/or site folder replaced (the
+    command line's ``--corpus`` and ``--site-dir``).
+
+    Args:
+        cfg: the loaded config.
+        corpus: the corpus file to use instead, or ``None``.
+        site_dir: the site folder to use instead, or ``None``.
+
+    Returns:
+        The new :class:`Config`.
+
+    Raises:
+        AtlasError: when the new site folder would overwrite sources.
+    """
     updates: dict[str, Path] = {}
     if corpus is not None:
         updates["corpus_path"] = Path(corpus).resolve()
@@ -319,9 +335,16 @@ _TEXT_FIELDS = ("a", "b", "title", "note")
 
 
 def clean_text(value: str) -> str:
-    """Drop control characters (C0/C1, NUL, line/paragraph separators) and
-    collapse runs of whitespace to one space. Zero-width joiners, combining
-    marks, emoji and right-to-left text are kept as they are."""
+    """Clean one corpus text.
+
+    Args:
+        value: the text as written.
+
+    Returns:
+        The text without control characters (C0/C1, NUL, line/paragraph
+        separators), runs of whitespace collapsed to one space. Zero-width
+        joiners, combining marks, emoji and right-to-left text are kept.
+    """
     value = _CONTROL.sub("", value)
     return " ".join(value.split())
 
@@ -343,10 +366,18 @@ def _describe_pair(items: list[Any]):
 def load_corpus(path: Path) -> list[Pair]:
     """Read and validate the corpus: a YAML list of pairs.
 
-    Control characters are removed with a warning naming the pair and field.
-    Raises :class:`AtlasError` naming file, line, pair index/id and field for
-    YAML errors, a non-list document, an empty corpus, missing or empty
-    ``a``/``b``, unknown keys, wrong types and duplicate ids.
+    Args:
+        path: the corpus file.
+
+    Returns:
+        The pairs in file order; control characters are removed (see
+        :func:`clean_text`) with a warning naming the pair and the field.
+
+    Raises:
+        AtlasError: naming the file, the line, the pair (index and id) and
+            the field, for YAML errors, a non-list document, an empty corpus,
+            missing or empty ``a``/``b``, unknown keys, wrong types and
+            duplicate ids.
     """
     doc = load_yaml(path, "corpus")
     items = doc.data
@@ -420,10 +451,18 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f
 
 
 def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe slug: ASCII ``[a-z0-9-]``, at most ``limit + 9``
-    chars, never empty or a reserved device name. A text that is already such
-    a slug is kept; any other gets an 8-hex hash of the text appended, so that
-    distinct texts give distinct slugs."""
+    """A file-name-safe slug of ``text``.
+
+    Args:
+        text: any text (a pair id).
+        limit: characters kept of the text's ASCII form.
+
+    Returns:
+        ASCII ``[a-z0-9-]``, at most ``limit + 9`` characters, never empty or
+        a reserved device name. A text that is already such a slug is kept;
+        any other gets an 8-hex hash of the text appended, so that distinct
+        texts give distinct slugs.
+    """
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     base = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:limit].strip("-")
     looks_hashed = re.search(r"-[0-9a-f]{8}$", text) is not None
@@ -434,7 +473,15 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def corpus_fingerprint(pairs: list[Pair]) -> str:
-    """sha256 of the pairs' ids and texts (what the model sees)."""
+    """The identity of a corpus for the cache.
+
+    Args:
+        pairs: the corpus.
+
+    Returns:
+        64 hex digits: the sha256 of the pairs' ids and texts (what the model
+        sees; titles, tags and notes left out).
+    """
     h = hashlib.sha256()
     for pair in pairs:
         for part in (pair.id, pair.a, pair.b):

@@ -251,7 +251,8 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
     Attention", section 6).
 
     Key: the score key, the ``analysis:`` section, the head labels, the pairs
-    analysed one by one, the pairs with attention and ``compute.batch_size``.
+    analysed one by one, the pairs with attention, ``compute.batch_size`` and
+    the pairs' ``label`` values (the objectives' targets).
 
     Args:
         run: the build.
@@ -283,8 +284,9 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
                       dtype=object)
     # per-pair analyses (attribution) need the whole pair: truncated pairs are left out
     per_pair = analysis_pairs(heads, [i for i in page_pairs if not scores.truncated[i]], acfg.max_pairs)
+    # the score key leaves the pairs' labels out (the model does not see them); the objectives use them
     key = cache.make_key("analysis", scores_key, acfg.model_dump(), labels.tolist(), per_pair,
-                         sorted(showcase.attention), raw.compute.batch_size)
+                         sorted(showcase.attention), raw.compute.batch_size, [p.label for p in run.pairs])
 
     def compute() -> AnalysisResults:
         lm = run.model()
