@@ -93,9 +93,7 @@ class _ThresholdsBase(_Strict):
 #: One field per pattern of :data:`generator.registry.REGISTRY`, defaulting to its threshold.
 Thresholds = create_model(
     "Thresholds", __base__=_ThresholdsBase,
-    **{p.name: (Fraction, Field(p.threshold, description=f"The corpus score a head needs for the `{p.name}` label "
-                                                        f"({p.title}). Why this value: {p.threshold_reason}."))
-       for p in REGISTRY},
+    **{p.name: (Fraction, Field(p.threshold, description=f"{p.title}: {p.threshold_reason}")) for p in REGISTRY},
 )
 
 
