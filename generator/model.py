@@ -102,17 +102,31 @@ def pick_device(device: str) -> torch.device:
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare encoder inside ``model``: ``model.base_model`` for a
-    checkpoint with a task head (``BertForMaskedLM.bert``), else ``model``
-    itself. Its ``embeddings`` and ``encoder.layer`` are those of every
-    BERT-family model (Devlin et al. 2019, "BERT: Pre-training of Deep
-    Bidirectional Transformers for Language Understanding", section 3)."""
+    """The bare encoder inside a model, with or without a task head.
+
+    Args:
+        model: a transformers module (``BertModel``, ``BertForMaskedLM``, ...).
+
+    Returns:
+        ``model.base_model`` for a checkpoint with a task head (e.g.
+        ``BertForMaskedLM.bert``), else ``model`` itself. Its ``embeddings``
+        and ``encoder.layer`` are those of every BERT-family model (Devlin et
+        al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for
+        Language Understanding", section 3).
+    """
     return getattr(model, "base_model", model)
 
 
 def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The ``[layers]`` transformer blocks of ``model``'s encoder, 0-indexed
-    from the embeddings up."""
+    """The transformer blocks of a model's encoder.
+
+    Args:
+        model: a transformers module, with or without a task head.
+
+    Returns:
+        The ``[layers]`` blocks (``encoder.layer`` of :func:`base_model`),
+        0-indexed from the embeddings up.
+    """
     return base_model(model).encoder.layer
 
 
@@ -141,14 +155,30 @@ class LoadedModel:
     head_dim: int
 
     def self_attention(self, layer: int) -> torch.nn.Module:
-        """The self-attention module of ``layer`` (0-indexed); it has ``query``,
-        ``key`` and ``value`` projections ``[hidden] -> [heads * head_dim]``."""
+        """The self-attention module of one layer.
+
+        Args:
+            layer: 0-indexed, from the embeddings up.
+
+        Returns:
+            The module with the ``query``, ``key`` and ``value`` projections
+            ``[hidden] -> [heads * head_dim]``; its forward returns
+            ``(context, attention)``, attention ``[B, heads, T, T]``.
+        """
         return encoder_layers(self.model)[layer].attention.self
 
     def attention_output(self, layer: int) -> torch.nn.Module:
-        """The ``W_O`` projection of ``layer`` (Vaswani et al. 2017, "Attention
-        Is All You Need", section 3.2.2); its input is the concatenated head
-        contexts ``[batch, seq, heads * head_dim]``."""
+        """The output projection ``W_O`` of one layer (Vaswani et al. 2017,
+        "Attention Is All You Need", section 3.2.2).
+
+        Args:
+            layer: 0-indexed, from the embeddings up.
+
+        Returns:
+            The linear module whose input is the concatenated head contexts
+            ``[B, T, heads * head_dim]`` (head ``h`` in columns
+            ``h * head_dim`` to ``(h + 1) * head_dim``).
+        """
         return encoder_layers(self.model)[layer].attention.output.dense
 
 
@@ -378,7 +408,17 @@ def pad_batch(lm: LoadedModel, seqs: Sequence[Sequence[int] | np.ndarray],
 
 
 def collate(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, torch.Tensor]:
-    """:func:`pad_batch` of encoded pairs: model inputs ``[B, T]``."""
+    """Model inputs of a batch of encoded pairs (:func:`pad_batch`).
+
+    Args:
+        lm: the model.
+        batch: ``B`` pairs from :func:`encode_pairs`.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and (when the tokenizer makes them)
+        ``token_type_ids``, each int64 ``[B, T]`` on ``lm.device``, ``T`` the
+        longest pair's token count.
+    """
     return pad_batch(lm, [e.input_ids for e in batch], [e.token_type_ids for e in batch])
 
 

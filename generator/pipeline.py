@@ -77,7 +77,15 @@ class AtlasData:
         return int(self.model["heads"])
 
     def head(self, layer: int, head: int) -> HeadSummary:
-        """The summary of head ``head`` of layer ``layer`` (both 0-indexed)."""
+        """One head's summary.
+
+        Args:
+            layer: 0-indexed.
+            head: 0-indexed within the layer.
+
+        Returns:
+            Its :class:`HeadSummary` (``heads[layer * n_heads + head]``).
+        """
         return self.heads[layer * self.n_heads + head]
 
 
@@ -170,7 +178,16 @@ class BuildRun:
         return self._encoded
 
     def timed(self, name: str, fn, *args, **kwargs):
-        """``fn(*args, **kwargs)``, its seconds recorded as ``timings[name]``."""
+        """Run one timed step.
+
+        Args:
+            name: the key of :attr:`timings` (``<step>_s``).
+            fn: the step, called as ``fn(*args, **kwargs)``.
+
+        Returns:
+            What ``fn`` returns; its wall-clock seconds are recorded as
+            ``timings[name]``.
+        """
         t = time.perf_counter()
         out = fn(*args, **kwargs)
         self.timings[name] = time.perf_counter() - t
@@ -187,6 +204,9 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
     (:func:`generator.scoring.score_corpus`) or Ray
     (:func:`generator.distributed.score_corpus_ray`), which give the same
     numbers.
+
+    Args:
+        run: the build (its config, corpus, model and encoded pairs).
 
     Returns:
         ``(key, scores)``: the key (the later stages' keys include it) and
