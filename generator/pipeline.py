@@ -233,7 +233,7 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
         return Scores(model=model_info, layouts=[e.layout for e in encoded], truncated=[e.truncated for e in encoded],
                       pair_scores=pair_scores, sums=sums)
 
-    return key, cache.cached(run.folder, "scores", key, compute, Scores.to_cache, Scores.from_cache)
+    return key, cache.cached(run.folder, "scores", key, compute, lambda s: s.to_cache(), Scores.from_cache)
 
 
 def showcase_stage(run: BuildRun, scores_key: str, page_pairs: list[int], qk_pairs: list[int]) -> Showcase:
@@ -257,7 +257,7 @@ def showcase_stage(run: BuildRun, scores_key: str, page_pairs: list[int], qk_pai
         return run.timed("showcase_s", compute_showcase, run.model(), run.encoded(), page_pairs, qk_pairs,
                          run.cfg.raw.compute.batch_size, progress=run.progress)
 
-    return cache.cached(run.folder, "showcase", key, compute, Showcase.to_cache, Showcase.from_cache)
+    return cache.cached(run.folder, "showcase", key, compute, lambda s: s.to_cache(), Showcase.from_cache)
 
 
 def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[HeadSummary],
@@ -318,7 +318,8 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
         run.timings.update(results.timings)
         return results
 
-    return cache.cached(run.folder, "analysis", key, compute, AnalysisResults.to_cache, AnalysisResults.from_cache)
+    return cache.cached(run.folder, "analysis", key, compute, lambda r: r.to_cache(),
+                        AnalysisResults.from_cache)
 
 
 def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedModel | None = None) -> AtlasData:
