@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # the test extras (Playwright, bertviz, linkchecker...): only `make test` and `make bench` need them
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: site serve test bench deploy clean install
+.PHONY: site serve test bench deploy clean install readme
 
 site: $(STAMP)
 	$(PY) -m generator build --config $(CONFIG)
@@ -62,3 +62,9 @@ deploy: $(if $(NO_BUILD),,site)
 
 bench: $(TEST_STAMP)
 	$(PY) -m generator.bench
+
+# Rewrite the README's generated Configuration section from the settings'
+# descriptions in generator/config.py (the Performance section: make bench
+# then python -m generator.bench --no-run --readme).
+readme: $(STAMP)
+	$(PY) -m generator.config --readme

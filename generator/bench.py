@@ -39,12 +39,14 @@ from pathlib import Path
 
 import yaml
 
+from generator import readme
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (30, 300, 3000, 10000)
 DEFAULT_MODELS = ("default", "bert-base-random")
 QUICK_SIZES = (30,)
 QUICK_MODELS = ("default", "bert-tiny-random")
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+START, END = readme.markers("bench")
 SECTION = "## Performance"
 
 #: Keys every run record has (see the module docstring).
@@ -256,7 +258,7 @@ def _child_measure(args: dict) -> dict:
     import torch
 
     from generator.config import load_config, load_corpus
-    from generator.model import _collate, encode_pairs, length_sorted_batches, load_model
+    from generator.model import collate, encode_pairs, length_sorted_batches, load_model
     from generator.scoring import score_batch
 
     logging.basicConfig(level=logging.ERROR)
@@ -266,7 +268,7 @@ def _child_measure(args: dict) -> dict:
     encoded = encode_pairs(lm, pairs, cfg.raw.model.max_length, corpus_name=str(cfg.corpus_path))
     batches = length_sorted_batches(encoded, cfg.raw.compute.batch_size)
     with torch.inference_mode():  # warm-up (one-off kernel set-up), not timed
-        lm.model(**_collate(lm, batches[0]), output_attentions=True)
+        lm.model(**collate(lm, batches[0]), output_attentions=True)
     # Batch by batch: the bare forward, then the build's own forward+score of
     # the same batch right after it, so that other load on the machine hits
     # both alike (``paired`` ratio); ``bare`` alone is the issue's bare_forward_s.
@@ -275,7 +277,7 @@ def _child_measure(args: dict) -> dict:
     for batch in batches:
         t = time.perf_counter()
         with torch.inference_mode():
-            out = lm.model(**_collate(lm, batch), output_attentions=True)
+            out = lm.model(**collate(lm, batch), output_attentions=True)
             if len(out.attentions) != lm.layers:
                 raise RuntimeError("the model returned no attention")
             del out
@@ -294,7 +296,7 @@ def _child_measure(args: dict) -> dict:
         e = encoded[i]
         t = time.perf_counter()
         with torch.inference_mode():
-            out = lm.model(**_collate(lm, [e]), output_attentions=True)
+            out = lm.model(**collate(lm, [e]), output_attentions=True)
         attention = tuple(a.float().cpu() for a in out.attentions)
         b_start = int(np.argmax(e.layout.segment == 1)) if (e.layout.segment == 1).any() else None
         html = head_view(attention, list(e.layout.tokens), sentence_b_start=b_start, html_action="return")
@@ -472,18 +474,10 @@ def markdown_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, doc: dict) -> None:
+def update_readme(path: Path, doc: dict) -> None:
     """Replace the text between the bench markers with :func:`markdown_section`;
     append a ``## Performance`` section with the markers when they are absent."""
-    text = readme.read_text(encoding="utf-8")
-    body = markdown_section(doc)
-    if START in text and END in text and text.index(START) < text.index(END):
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + body + after
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{body}\n"
-    readme.write_text(text, encoding="utf-8")
+    readme.update_readme(path, "bench", markdown_section(doc), SECTION)
 
 
 # ------------------------------------------------------------------------ CLI

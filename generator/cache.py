@@ -1,9 +1,10 @@
 """A content-addressed cache of computed arrays under ``build/cache/``.
 
-An entry is a folder named by its key holding ``arrays.npz`` (no pickles),
+An entry is a folder ``<kind>/<key>`` holding ``arrays.npz`` (no pickles),
 ``meta.json`` and ``manifest.json`` with the sha256 of both; an entry whose
 files are missing, truncated, altered or from another cache version is
-reported and recomputed, never trusted.
+reported and recomputed, never trusted. :func:`cached` is the one way a build
+stage uses it: load, or compute and store.
 """
 
 from __future__ import annotations
@@ -14,34 +15,52 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: Version of the entry layout; an entry of another format is recomputed.
 CACHE_FORMAT = 1
-_SOURCES = ("model.py", "patterns.py", "scoring.py", "cache.py", "qk.py")
+
+T = TypeVar("T")
+Arrays = dict[str, np.ndarray]
 
 
 def code_version() -> str:
-    """sha256 (16 hex) of the source of every module that shapes cached numbers,
-    plus the torch and transformers versions."""
+    """The version of the code that computes cached numbers: part of every key.
+
+    Returns:
+        16 hex digits of the sha256 of :data:`CACHE_FORMAT`, the torch and
+        transformers versions, and the path and bytes of every
+        ``generator/**/*.py`` (all of the package, so that no module that
+        shapes a number can be left out and serve stale results; editing any
+        of them recomputes).
+    """
     import torch
     import transformers
 
     h = hashlib.sha256(f"{CACHE_FORMAT}:{torch.__version__}:{transformers.__version__}".encode())
-    here = Path(__file__).parent
-    for name in _SOURCES:
-        path = here / name
-        if path.exists():
-            h.update(path.read_bytes())
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\x00")
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
 def make_key(*parts: Any) -> str:
-    """sha256 (24 hex) of the JSON of ``parts``."""
+    """The key of a cache entry.
+
+    Args:
+        *parts: what the entry depends on: JSON-serialisable values (others
+            are written with ``str``), order significant, dict keys sorted.
+
+    Returns:
+        24 hex digits of the sha256 of the JSON of ``parts``.
+    """
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -54,7 +73,17 @@ def _sha(path: Path) -> str:
 
 
 def load(folder: Path, kind: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
-    """The arrays and meta of entry ``kind/key``, or ``None`` when absent or damaged."""
+    """Read entry ``kind/key``.
+
+    Args:
+        folder: the cache folder (``<build_dir>/cache``).
+        kind: the stage (``scores``, ``showcase``, ``analysis``).
+        key: from :func:`make_key`.
+
+    Returns:
+        ``(arrays, meta)`` as stored, or ``None`` when the entry is absent or
+        damaged (a damaged entry is logged and deleted).
+    """
     entry = folder / kind / key
     if not entry.exists():
         return None
@@ -76,7 +105,16 @@ def load(folder: Path, kind: str, key: str) -> tuple[dict[str, np.ndarray], dict
 
 
 def store(folder: Path, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write entry ``kind/key`` atomically (temporary folder, then rename)."""
+    """Write entry ``kind/key`` atomically (temporary folder, then rename),
+    replacing any entry of that key.
+
+    Args:
+        folder: the cache folder.
+        kind: the stage.
+        key: from :func:`make_key`.
+        arrays: name -> array (saved with ``np.savez``; dtypes kept).
+        meta: JSON-serialisable data (written with sorted keys).
+    """
     target = folder / kind / key
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
@@ -92,3 +130,27 @@ def store(folder: Path, kind: str, key: str, arrays: dict[str, np.ndarray], meta
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached(folder: Path, kind: str, key: str, compute: Callable[[], T],
+           pack: Callable[[T], tuple[Arrays, dict]], unpack: Callable[[Arrays, dict], T]) -> T:
+    """A build stage's result: read from entry ``kind/key``, or computed and stored.
+
+    Args:
+        folder: the cache folder (``<build_dir>/cache``).
+        kind: the stage's name (the entry's subfolder).
+        key: everything the result depends on, from :func:`make_key`.
+        compute: makes the result on a miss (loads the model if it needs it).
+        pack: result -> ``(arrays, meta)`` for :func:`store`.
+        unpack: ``(arrays, meta)`` -> result, the inverse of ``pack``.
+
+    Returns:
+        The result: ``unpack`` of the entry on a hit, ``compute()`` on a miss.
+    """
+    hit = load(folder, kind, key)
+    if hit is not None:
+        log.info("%s read from cache %s", kind, key)
+        return unpack(*hit)
+    value = compute()
+    store(folder, kind, key, *pack(value))
+    return value

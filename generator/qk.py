@@ -1,6 +1,8 @@
 """How a head gets its attention: the query/key arithmetic of one head on one
-pair, and which neuron dimensions of q and k carry its pattern (Vig 2019,
-part 2, the "neuron view"; seeds article 000). Pure functions, no I/O.
+pair, and which neuron dimensions of q and k carry its pattern (the "neuron
+view" of Vig 2019, "A Multiscale Visualization of Attention in the Transformer
+Model", section 3.3, and "Deconstructing BERT, Part 2: Visualizing the Inner
+Workings of Attention"). Pure functions, no I/O.
 """
 
 from __future__ import annotations

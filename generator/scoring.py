@@ -1,6 +1,9 @@
 """The batch run: stream the corpus through the model, score every head on
-every pair as each layer's attention comes out, and keep only what the site
-shows (per-pair scores, corpus sums, and the attention of the example pairs).
+every pair as each layer's attention comes out (the patterns of Vig 2019, "A
+Multiscale Visualization of Attention in the Transformer Model", and Clark et
+al. 2019, "What Does BERT Look At? An Analysis of BERT's Attention", section
+3; see :mod:`generator.patterns`), and keep only what the site shows
+(per-pair scores, corpus sums, and the attention of the example pairs).
 
 Peak memory holds one layer's attention of one batch, the per-pair score
 table ``[pairs, layers, heads, 7]`` (float32, 2 KB per pair for 72 heads) and
@@ -24,8 +27,18 @@ log = logging.getLogger(__name__)
 
 
 def score_batch(lm: LoadedModel, batch: list[EncodedPair]) -> np.ndarray:
-    """Scores of every head on each pair of one padded batch:
-    ``[B, layers, heads, 7]`` float32 (NaN = undefined)."""
+    """Score every head on each pair of one padded batch.
+
+    Args:
+        lm: the model.
+        batch: the pairs (see :func:`generator.model.length_sorted_batches`).
+
+    Returns:
+        float32 ``[B, layers, heads, 7]``: each head's seven pattern scores
+        (fractions of attention in [0, 1], order of
+        :data:`generator.registry.PATTERNS`) on each pair; NaN where a pair
+        does not define a pattern.
+    """
     width = max(len(e.input_ids) for e in batch)
     masks = BatchMasks.from_layouts([e.layout for e in batch], width, lm.device)
     out = torch.empty(len(batch), lm.layers, lm.heads, len(PATTERNS))
@@ -41,8 +54,16 @@ def score_corpus(lm: LoadedModel, encoded: list[EncodedPair], batch_size: int,
                  progress: bool = True) -> tuple[np.ndarray, ScoreSums]:
     """Stream all pairs through the model in length-sorted batches.
 
-    Returns the per-pair scores ``[pairs, layers, heads, 7]`` (corpus order)
-    and the mergeable :class:`ScoreSums` of the corpus.
+    Args:
+        lm: the model.
+        encoded: the corpus, from :func:`generator.model.encode_pairs`.
+        batch_size: pairs per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        ``(pair_scores, sums)``: float32 ``[pairs, layers, heads, 7]`` in
+        corpus order (see :func:`score_batch`) and the mergeable
+        :class:`ScoreSums` of the corpus.
     """
     pair_scores = np.full((len(encoded), lm.layers, lm.heads, len(PATTERNS)), np.nan, dtype=np.float32)
     sums = ScoreSums.zeros(lm.layers, lm.heads)
@@ -58,7 +79,21 @@ def score_corpus(lm: LoadedModel, encoded: list[EncodedPair], batch_size: int,
 
 @dataclass
 class HeadSummary:
-    """One head's corpus-level result."""
+    """One head's corpus-level result.
+
+    Attributes:
+        layer: 0-indexed layer.
+        head: 0-indexed head within the layer.
+        scores: pattern -> corpus mean score in [0, 1] (``None`` when no pair
+            defines it).
+        label: the pattern it follows, or ``mixed``.
+        example_pattern: the pattern its examples are chosen by (its label;
+            for a ``mixed`` head, its nearest pattern).
+        consistency: share of the pairs whose own score for the label's
+            pattern reaches its threshold (for a ``mixed`` head: on which no
+            pattern reaches its threshold); ``None`` when no pair defines it.
+        examples: corpus indices of its example pairs, best first.
+    """
 
     layer: int
     head: int
@@ -71,9 +106,20 @@ class HeadSummary:
 
 def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[str, float],
                     examples_per_head: int) -> list[HeadSummary]:
-    """Label each head from the corpus means and pick its example pairs: the
-    ``examples_per_head`` pairs with the highest score for its label (for a
-    ``mixed`` head, for its nearest pattern). Heads in layer-major order."""
+    """Label each head from the corpus means and pick its example pairs.
+
+    Args:
+        pair_scores: float32 ``[pairs, layers, heads, 7]``.
+        sums: the corpus sums of those scores.
+        thresholds: pattern -> threshold in [0, 1].
+        examples_per_head: how many example pairs per head: those with the
+            highest score for its label (for a ``mixed`` head, for its
+            nearest pattern).
+
+    Returns:
+        One :class:`HeadSummary` per head, layer-major (``layer * heads +
+        head``).
+    """
     means = sums.mean()
     out = []
     layers, heads = means.shape[:2]
@@ -97,17 +143,50 @@ def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[s
 class Showcase:
     """Attention of the pairs the pages show, and q/k for each head's best pair.
 
-    ``attention``: pair index -> ``[layers, heads, n, n]`` float32.
-    ``qk``: pair index -> ``(q, k)`` each ``[layers, heads, n, head_dim]``.
+    Attributes:
+        attention: corpus index -> float32 ``[layers, heads, n, n]`` (rows =
+            query, columns = key).
+        qk: corpus index -> ``(q, k)``, each float32 ``[layers, heads, n,
+            head_dim]``, the projections before the ``1/sqrt(head_dim)``
+            scale (the "neuron view" of Vig 2019, "A Multiscale Visualization
+            of Attention in the Transformer Model", section 3.3).
     """
 
     attention: dict[int, np.ndarray] = field(default_factory=dict)
     qk: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
+    def to_cache(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``(arrays, meta)`` for :func:`generator.cache.store`: ``att_<i>``,
+        ``q_<i>`` and ``k_<i>`` arrays per corpus index ``i``."""
+        arrays = {f"att_{i}": a for i, a in self.attention.items()}
+        for i, (q, k) in self.qk.items():
+            arrays[f"q_{i}"], arrays[f"k_{i}"] = q, k
+        return arrays, {"pairs": sorted(self.attention), "qk": sorted(self.qk)}
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict) -> Showcase:
+        """The inverse of :meth:`to_cache` (same order of pairs)."""
+        return cls(
+            attention={int(name[4:]): a for name, a in arrays.items() if name.startswith("att_")},
+            qk={int(name[2:]): (a, arrays[f"k_{name[2:]}"]) for name, a in arrays.items() if name.startswith("q_")},
+        )
+
 
 def compute_showcase(lm: LoadedModel, encoded: list[EncodedPair], pair_indices: list[int], qk_indices: list[int],
                      batch_size: int, progress: bool = True) -> Showcase:
-    """Second, small pass over only the pairs shown on pages."""
+    """Second, small pass over only the pairs shown on pages.
+
+    Args:
+        lm: the model.
+        encoded: the corpus, from :func:`generator.model.encode_pairs`.
+        pair_indices: corpus indices whose attention the pages show.
+        qk_indices: corpus indices whose queries and keys the head pages show.
+        batch_size: pairs per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`Showcase` of those pairs.
+    """
     show = Showcase()
     chosen = [encoded[i] for i in sorted(set(pair_indices))]
     with tqdm(total=len(chosen) + len(set(qk_indices)), desc="example attention", unit="pair",

@@ -471,3 +471,53 @@ def test_build_failing_after_model_load_leaves_old_site_untouched(tmp_path):
         run_build(config, progress=False)
     assert _snapshot(tmp_path / "site") == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]
+
+
+def test_perturbed_layer_out_of_range_names_the_file_and_field(tmp_path):
+    """The layer is checked against the model's layer count (6 for the
+    default model) once the model is known: an AtlasError with the line of the
+    setting, not a traceback from inside the analysis."""
+    from generator.cli import run_build
+
+    config = write_project(tmp_path, [{"id": "p0", "a": "The cat sat.", "b": "The dog ran."}],
+                           analysis={"perturbed_masking": True, "perturbed_layer": 6})
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "perturbed_layer" in text)
+    with pytest.raises(AtlasError) as err:
+        run_build(config, progress=False)
+    assert str(err.value).startswith(f"{config}:{line}: field 'analysis.perturbed_layer': 6 is not a layer of")
+    assert "6 layers: use 0..5 (0 = first) or -1..-6 (-1 = last)" in str(err.value)
+
+
+def test_every_setting_is_documented():
+    from generator.config import settings
+
+    listed = settings()
+    assert len(listed) > 20
+    for name, prop in listed:
+        assert prop.get("description", "").strip(), f"{name} has no description"
+
+
+def test_readme_configuration_table_is_the_generated_one():
+    """README.md's Configuration section is exactly what `python -m
+    generator.config --readme` writes (run it, or `make readme`, after
+    changing a setting)."""
+    from generator import readme
+    from generator.config import readme_section, settings
+
+    text = readme.README.read_text(encoding="utf-8")
+    assert readme.current_section(text, "config") == readme_section()
+    for name, _ in settings():
+        assert f"| `{name}` |" in text
+
+
+def test_readme_section_replacement_keeps_the_rest(tmp_path):
+    from generator import readme
+
+    path = tmp_path / "README.md"
+    path.write_text("# T\n\nintro\n", encoding="utf-8")
+    start, end = readme.markers("config")
+    readme.update_readme(path, "config", f"{start}\nv1\n{end}", "## Configuration")
+    path.write_text(path.read_text(encoding="utf-8") + "\n## After\n\nkept\n", encoding="utf-8")
+    readme.update_readme(path, "config", f"{start}\nv2\n{end}", "## Configuration")
+    text = path.read_text(encoding="utf-8")
+    assert text == f"# T\n\nintro\n\n## Configuration\n\n{start}\nv2\n{end}\n\n## After\n\nkept\n"

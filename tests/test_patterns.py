@@ -22,12 +22,54 @@ from generator.patterns import (
     classify_all,
     consistency,
     nearest_pattern,
-    pair_scores_reference,
     top_pairs,
 )
 
 NAN = math.nan
 IDX = {p: k for k, p in enumerate(PATTERNS)}
+
+
+def pair_scores_reference(attention: np.ndarray, layout: PairLayout) -> np.ndarray:
+    """Scores of one head on one pair, computed literally from the definitions.
+
+    ``attention``: ``[n, n]`` (rows sum to 1). Returns ``[7]`` float64 in
+    :data:`PATTERNS` order, NaN where a score is undefined. Slow (Python loops);
+    the yardstick the batched :func:`generator.patterns.batch_scores` is tested against.
+    """
+    A = np.asarray(attention, dtype=np.float64)
+    n = layout.n
+    tok = [t.lower() for t in layout.tokens]
+    Q = [i for i in range(n) if not layout.special[i]]
+    S = [j for j in range(n) if layout.special[j]]
+    seg, word = layout.segment, layout.word
+
+    def mean(values):
+        return float(np.mean(values)) if values else math.nan
+
+    out = {
+        "next": mean([A[i, i + 1] for i in Q if i + 1 < n]),
+        "previous": mean([A[i, i - 1] for i in Q if i >= 1]),
+        "delimiter": mean([sum(A[i, j] for j in S) for i in Q]),
+        "same_token": mean([sum(A[i, j] for j in Q if tok[j] == tok[i]) for i in Q]),
+    }
+    other = []
+    for i in Q:
+        js = [j for j in Q if tok[j] == tok[i] and seg[j] != seg[i]]
+        if js:
+            other.append(sum(A[i, j] for j in js))
+    out["other_sentence"] = mean(other)
+    pieces = []
+    for i in Q:
+        js = [j for j in Q if j != i and seg[j] == seg[i] and word[j] == word[i]]
+        if js:
+            pieces.append(sum(A[i, j] for j in js))
+    out["same_word"] = mean(pieces)
+    entropies = []
+    for i in Q:
+        h = -sum(a * math.log(a) for a in A[i] if a > 0)
+        entropies.append(h / math.log(n))
+    out["broad"] = mean(entropies)
+    return np.array([out[p] for p in PATTERNS], dtype=np.float64)
 
 
 def layout(tokens, segment, word) -> PairLayout:

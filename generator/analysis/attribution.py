@@ -38,7 +38,7 @@ import torch
 
 from generator.config import Pair
 from generator.errors import AtlasError
-from generator.model import LoadedModel, effective_max_length
+from generator.model import LoadedModel, base_model, effective_max_length
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def similarity_function(lm: LoadedModel, idx_a: list[int], idx_b: list[int]):
     embeddings of the sentences at ``idx_a`` and ``idx_b`` (see the module
     doc). ``word_embeddings`` is called exactly once per call, which is what
     :class:`LayerIntegratedGradients` hooks."""
-    base = getattr(lm.model, "base_model", lm.model)
+    base = base_model(lm.model)
     words = base.embeddings.word_embeddings
     ia = torch.tensor(idx_a, device=lm.device)
     ib = torch.tensor(idx_b, device=lm.device)
@@ -121,7 +121,7 @@ def integrated_gradients(lm: LoadedModel, pair: Pair, *, n_steps: int = 50, max_
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     x = torch.tensor([ids], device=lm.device)
     baseline = torch.tensor([[t if sp else pad for t, sp in zip(ids, special)]], device=lm.device)
-    base = getattr(lm.model, "base_model", lm.model)
+    base = base_model(lm.model)
     lig = LayerIntegratedGradients(f, base.embeddings.word_embeddings)
     with torch.enable_grad():
         attr = lig.attribute(x, baselines=baseline, n_steps=n_steps, method="gausslegendre",

@@ -28,17 +28,6 @@ def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(-1) / LN2
 
 
-def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon divergence (bits) between distributions on the last
-    axis of ``p`` and ``q`` (broadcast against each other; each row sums to
-    1). Returns the broadcast shape without the last axis, float64, clipped at
-    0 against rounding. Symmetric, 0 iff ``p == q``, at most 1."""
-    p = torch.as_tensor(np.asarray(p, dtype=np.float64))
-    q = torch.as_tensor(np.asarray(q, dtype=np.float64))
-    js = _entropy_bits((p + q) / 2) - (_entropy_bits(p) + _entropy_bits(q)) / 2
-    return js.clamp(min=0).numpy()
-
-
 def head_distances(attentions: list[np.ndarray], block: int = 8) -> np.ndarray:
     """Clark et al.'s head-to-head distance matrix.
 

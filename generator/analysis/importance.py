@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from generator.analysis.objective import Objective, ObjectiveResult, metric_change, spearman
-from generator.model import EncodedPair, LoadedModel, attention_for, length_sorted_batches
+from generator.model import (EncodedPair, LoadedModel, attention_for, encoder_layers, length_sorted_batches,
+                             module_hooks)
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,19 @@ def mask_heads(lm: LoadedModel, heads: Iterable[Head]) -> Iterator[None]:
     removed on exit, also after an exception. Raises :class:`ValueError` for a
     head out of range or not a pair of integers.
     """
+    def hook_of(hs: list[int]):
+        keep = torch.ones(lm.heads, lm.head_dim)
+        keep[hs] = 0.0
+        keep = keep.reshape(-1)
+
+        def hook(module, args):
+            x = args[0]
+            return (x * keep.to(device=x.device, dtype=x.dtype), *args[1:])
+        return hook
+
     by_layer = _check_heads(lm, heads)
-    handles = []
-    try:
-        for layer, hs in by_layer.items():
-            keep = torch.ones(lm.heads, lm.head_dim)
-            keep[hs] = 0.0
-            keep = keep.reshape(-1)
-
-            def hook(module, args, keep=keep):
-                x = args[0]
-                return (x * keep.to(device=x.device, dtype=x.dtype), *args[1:])
-
-            handles.append(lm.attention_output(layer).register_forward_pre_hook(hook))
+    with module_hooks(pre=[(lm.attention_output(layer), hook_of(hs)) for layer, hs in by_layer.items()]):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
@@ -94,21 +91,17 @@ def gate_heads(lm: LoadedModel, gates: torch.Tensor) -> Iterator[None]:
     if shape[-2:] != (lm.layers, lm.heads) or len(shape) not in (2, 3):
         raise ValueError(f"gates must be [layers, heads] = [{lm.layers}, {lm.heads}] or [rows, {lm.layers}, "
                          f"{lm.heads}], not {list(shape)}")
-    handles = []
-    try:
-        for layer in range(lm.layers):
-            def hook(module, args, layer=layer):
-                x = args[0]  # [R, T, H * d]
-                g = gates[layer] if gates.dim() == 2 else gates[:, layer]  # [H] or [R, H]
-                g = g.to(device=x.device, dtype=x.dtype).reshape(-1 if gates.dim() == 3 else 1, 1, lm.heads, 1)
-                y = (x.reshape(*x.shape[:-1], lm.heads, lm.head_dim) * g).reshape(x.shape)
-                return (y, *args[1:])
+    def hook_of(layer: int):
+        def hook(module, args):
+            x = args[0]  # [R, T, H * d]
+            g = gates[layer] if gates.dim() == 2 else gates[:, layer]  # [H] or [R, H]
+            g = g.to(device=x.device, dtype=x.dtype).reshape(-1 if gates.dim() == 3 else 1, 1, lm.heads, 1)
+            y = (x.reshape(*x.shape[:-1], lm.heads, lm.head_dim) * g).reshape(x.shape)
+            return (y, *args[1:])
+        return hook
 
-            handles.append(lm.attention_output(layer).register_forward_pre_hook(hook))
+    with module_hooks(pre=[(lm.attention_output(layer), hook_of(layer)) for layer in range(lm.layers)]):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def all_heads(lm: LoadedModel) -> list[Head]:
@@ -155,22 +148,16 @@ class _LayerReplay:
     """
 
     def __init__(self, lm: LoadedModel):
-        base = getattr(lm.model, "base_model", lm.model)
-        self.modules = list(base.encoder.layer)[:-1]
+        self.modules = list(encoder_layers(lm.model))[:-1]
         self.records: list[list] = [[] for _ in self.modules]
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
-        handles = []
-        try:
-            for j, module in enumerate(self.modules):
-                def hook(mod, args, output, j=j):
-                    self.records[j].append(output)
-                handles.append(module.register_forward_hook(hook))
+        def hook_of(j: int):
+            return lambda module, args, output: self.records[j].append(output)
+
+        with module_hooks(forward=[(module, hook_of(j)) for j, module in enumerate(self.modules)]):
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     def nbytes(self) -> int:
         def size(x) -> int:

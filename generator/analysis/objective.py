@@ -19,7 +19,7 @@ hook that is active (:func:`generator.analysis.importance.mask_heads`,
     ``y' = (y - min y) / (max y - min y)`` the labels scaled to [0, 1]; without
     labels the cosine itself (only ``|dL/dxi|`` is used, so the sign is moot).
 
-``mlm`` (checkpoints with a masked-LM head, loaded with :func:`load_task_model`)
+``mlm`` (checkpoints with a masked-LM head, loaded with :func:`generator.model.load_model`)
     Pseudo-log-likelihood (Salazar et al. 2020, "Masked Language Model
     Scoring", eq. 2): ``PLL(W) = sum_t log P(w_t | W with w_t -> [MASK])``,
     masking the non-special tokens of ``[CLS] a [SEP] b [SEP]`` one at a time;
@@ -40,13 +40,10 @@ How a metric *changes* under masking is :func:`metric_change`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -54,8 +51,7 @@ import torch
 
 from generator.config import Pair
 from generator.errors import AtlasError
-from generator.model import (BERT_FAMILY, EncodedPair, LoadedModel, _looks_like_hub_name, encode_pairs,
-                             pick_device, resolve_model_path)
+from generator.model import EncodedPair, LoadedModel, base_model, encode_pairs, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -151,25 +147,6 @@ class Objective(Protocol):
 
 # ------------------------------------------------------------- helpers
 
-def _pad(lm: LoadedModel, seqs: list[list[int]], types: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
-    """Right-pad token id lists into ``input_ids`` / ``attention_mask`` (and
-    ``token_type_ids`` when the tokenizer makes them) ``[R, T]`` on the device."""
-    width = max(len(s) for s in seqs)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    tti = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[r, :len(s)] = 1
-        if types is not None:
-            tti[r, :len(s)] = torch.tensor(types[r], dtype=torch.long)
-    out = {"input_ids": ids, "attention_mask": mask}
-    if "token_type_ids" in getattr(lm.tokenizer, "model_input_names", ("token_type_ids",)):
-        out["token_type_ids"] = tti
-    return {k: v.to(lm.device) for k, v in out.items()}
-
-
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``hidden`` ``[R, T, D]`` over the tokens where
     ``attention_mask`` ``[R, T]`` is 1 -> ``[R, D]`` (sentence-transformers'
@@ -179,8 +156,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 def _last_hidden(lm: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    base = getattr(lm.model, "base_model", lm.model)
-    return base(**inputs).last_hidden_state
+    return base_model(lm.model)(**inputs).last_hidden_state
 
 
 def _all_labels(pairs: list[Pair]) -> np.ndarray | None:
@@ -227,7 +203,7 @@ class SimilarityObjective:
     def _cosines(self, batch: list[int]) -> torch.Tensor:
         """``[len(batch)]`` cosine similarities of the batch's pairs (graph kept)."""
         seqs = [self._a[i] for i in batch] + [self._b[i] for i in batch]
-        inputs = _pad(self.lm, seqs)
+        inputs = pad_batch(self.lm, seqs)
         emb = mean_pool(_last_hidden(self.lm, inputs), inputs["attention_mask"])
         k = len(batch)
         return torch.nn.functional.cosine_similarity(emb[:k], emb[k:], dim=-1)
@@ -282,7 +258,7 @@ class MaskedLMObjective:
     """Pseudo-log-likelihood of each pair (see the module doc).
 
     ``lm``: a :class:`LoadedModel` whose ``.model`` has a masked-LM head (from
-    :func:`load_task_model` with ``task="mlm"``). Rows: one copy of the pair
+    :func:`generator.model.load_model` with ``task="mlm"``). Rows: one copy of the pair
     per scored token, that token replaced by ``[MASK]``; ``batch_size`` rows a
     batch. Raises :class:`AtlasError` when the model has no masked-LM head or
     the tokenizer no mask token.
@@ -298,7 +274,7 @@ class MaskedLMObjective:
             raise AtlasError(f"mlm objective: the tokenizer of {lm.name_or_path!r} has no mask token")
         if not hasattr(lm.model, "get_output_embeddings") or lm.model.get_output_embeddings() is None:
             raise AtlasError(f"mlm objective: {lm.name_or_path!r} is loaded without a masked-LM head; "
-                             "load it with load_task_model(name, 'mlm')")
+                             "load it with load_model(name, task='mlm')")
         self.lm = lm
         self.n_pairs = len(pairs)
         self.encoded: list[EncodedPair] = encode_pairs(lm, pairs, max_length, "mlm objective")
@@ -326,7 +302,7 @@ class MaskedLMObjective:
             seqs.append(ids)
             types.append(e.token_type_ids.tolist() if e.token_type_ids is not None else [0] * len(ids))
             pos.append(t)
-        inputs = _pad(self.lm, seqs, types)
+        inputs = pad_batch(self.lm, seqs, types)
         positions = torch.tensor(pos, device=self.lm.device)
         handle = self.lm.model.get_output_embeddings().register_forward_pre_hook(_GatherPositions(positions))
         try:
@@ -367,7 +343,7 @@ class ClassificationObjective:
     """Accuracy of a sequence classifier on ``[CLS] a [SEP] b [SEP]``.
 
     ``lm``: a :class:`LoadedModel` whose ``.model`` is a sequence classifier
-    (from :func:`load_task_model` with ``task="classification"``). Raises
+    (from :func:`generator.model.load_model` with ``task="classification"``). Raises
     :class:`AtlasError` naming the pair when a label is missing, not an
     integer, or not in ``[0, num_labels)``, and when the model has no
     classification head.
@@ -381,7 +357,7 @@ class ClassificationObjective:
         num_labels = int(getattr(lm.model.config, "num_labels", 0))
         if not type(lm.model).__name__.endswith("ForSequenceClassification"):
             raise AtlasError(f"classification objective: {lm.name_or_path!r} is loaded without a classification "
-                             "head; load it with load_task_model(name, 'classification')")
+                             "head; load it with load_model(name, task='classification')")
         labels = []
         for index, p in enumerate(pairs):
             y = p.label
@@ -399,7 +375,7 @@ class ClassificationObjective:
     def _logits(self, batch: list[int]) -> torch.Tensor:
         es = [self.encoded[i] for i in batch]
         types = [e.token_type_ids.tolist() if e.token_type_ids is not None else [0] * len(e.input_ids) for e in es]
-        return self.lm.model(**_pad(self.lm, [e.input_ids.tolist() for e in es], types)).logits
+        return self.lm.model(**pad_batch(self.lm, [e.input_ids.tolist() for e in es], types)).logits
 
     def evaluate(self) -> ObjectiveResult:
         """Per-pair correctness ``[pairs]`` (1.0/0.0), predictions, accuracy."""
@@ -435,55 +411,3 @@ def make_objective(name: ObjectiveName, lm: LoadedModel, pairs: list[Pair], **op
     if name not in classes:
         raise AtlasError(f"unknown objective {name!r}; choose one of {', '.join(classes)}")
     return classes[name](lm, pairs, **options)
-
-
-# ------------------------------------------------------------ task models
-
-def load_task_model(name_or_path: str, task: Literal["mlm", "classification"], device: str = "auto") -> LoadedModel:
-    """Load a checkpoint *with its task head* (``AutoModelForMaskedLM`` or
-    ``AutoModelForSequenceClassification``), eager attention, eval mode, as a
-    :class:`LoadedModel` (so :meth:`LoadedModel.attention_output` and head
-    masking work on it as on the bare encoder).
-
-    Raises :class:`AtlasError` when the folder does not exist, the model is
-    not BERT-family, the tokenizer is not fast, or the checkpoint has no
-    trained weights for the head (e.g. all-MiniLM-L6-v2 has no masked-LM and no
-    classification head; transformers would otherwise initialise one at
-    random).
-    """
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    classes = {"mlm": AutoModelForMaskedLM, "classification": AutoModelForSequenceClassification}
-    if task not in classes:
-        raise AtlasError(f"unknown task {task!r}; choose 'mlm' or 'classification'")
-    resolved = resolve_model_path(name_or_path)
-    if Path(resolved).expanduser().exists():
-        resolved = str(Path(resolved).expanduser())
-    elif not _looks_like_hub_name(resolved):
-        raise AtlasError(f"model.name_or_path: folder {resolved!r} does not exist")
-    try:
-        config = AutoConfig.from_pretrained(resolved)
-        if config.model_type not in BERT_FAMILY:
-            raise AtlasError(f"model.name_or_path: {name_or_path!r} is a {config.model_type!r} model, "
-                             "not a BERT-family encoder")
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model, info = classes[task].from_pretrained(resolved, attn_implementation="eager", output_loading_info=True)
-    except (OSError, ValueError) as exc:
-        raise AtlasError(f"model.name_or_path: cannot load {name_or_path!r} for {task}: "
-                         f"{str(exc).splitlines()[0]}") from None
-    prefix = getattr(model, "base_model_prefix", "") + "."
-    missing_head = sorted(k for k in info.get("missing_keys", []) if not k.startswith(prefix))
-    if missing_head:
-        what = "masked-LM" if task == "mlm" else "sequence-classification"
-        raise AtlasError(f"model.name_or_path: {name_or_path!r} has no trained {what} head "
-                         f"(missing {', '.join(missing_head[:3])}{', ...' if len(missing_head) > 3 else ''})")
-    if not getattr(tokenizer, "is_fast", False):
-        raise AtlasError(f"model.name_or_path: {name_or_path!r} has no fast tokenizer (tokenizer.json)")
-    dev = pick_device(device)
-    model.to(dev).eval()
-    heads = config.num_attention_heads
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    digest.update(f"{resolved}:{task}".encode())
-    return LoadedModel(model=model, tokenizer=tokenizer, device=dev, name_or_path=name_or_path,
-                       layers=config.num_hidden_layers, heads=heads, head_dim=config.hidden_size // heads,
-                       fingerprint=digest.hexdigest()[:16])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from generator.errors import AtlasError
-from generator.model import EncodedPair, LoadedModel
+from generator.model import EncodedPair, LoadedModel, base_model
 
 
 def _layer_index(lm: LoadedModel, layer: int) -> int:
@@ -57,7 +57,7 @@ def impact_matrix(lm: LoadedModel, pair: EncodedPair, *, layer: int = -1, batch_
         return np.full((n, n), np.nan, dtype=np.float32)
     rows = [(i, -1) for i in positions] + [(i, j) for i in positions for j in positions if j != i]
     types = None if pair.token_type_ids is None else torch.as_tensor(pair.token_type_ids, dtype=torch.long)
-    base = getattr(lm.model, "base_model", lm.model)
+    base = base_model(lm.model)
     reps: list[torch.Tensor] = []
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
