@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from generator.budget import CATEGORY_NAMES
+
 #: A head is an "attention sink" when at least this share of its raw
 #: attention (mean over queries and pairs) goes to [CLS] and [SEP] ...
 SINK_RAW_MIN = 0.3
@@ -96,7 +98,8 @@ def head_contributions(values: torch.Tensor, attention: torch.Tensor, weight: to
     return torch.matmul(attention.float(), f)
 
 
-def attention_sinks(budget: np.ndarray, value_budget: np.ndarray, names: tuple[str, ...]) -> list[tuple[int, int]]:
+def attention_sinks(budget: np.ndarray, value_budget: np.ndarray,
+                    names: tuple[str, ...] = CATEGORY_NAMES) -> list[tuple[int, int]]:
     """The heads whose attention to [CLS]/[SEP] mostly vanishes once value-weighted.
 
     A head is a sink when its raw ``cls + sep`` share is at least
@@ -110,7 +113,8 @@ def attention_sinks(budget: np.ndarray, value_budget: np.ndarray, names: tuple[s
     Args:
         budget: ``[layers, heads, C]`` raw budget shares.
         value_budget: ``[layers, heads, C]`` value-weighted shares.
-        names: the category names of the last axis (must include ``cls`` and ``sep``).
+        names: the category names of the last axis (must include ``cls`` and
+            ``sep``); :data:`generator.budget.CATEGORY_NAMES` by default.
 
     Returns:
         ``(layer, head)`` of every sink head, layer-major.
