@@ -132,13 +132,16 @@ def span_identity(text: str, start: int, end: int, fold: bool) -> str:
 
 def span_word(words: np.ndarray, start: int, end: int) -> int:
     """word(j): the word of the first non-whitespace character of the span
-    ``[start, end)``, from :func:`char_words` of its sentence; -1 when the span
-    holds only whitespace or is empty."""
-    for k in range(start, min(end, len(words))):
+    ``[start, end)``, from :func:`char_words` of its sentence.
+
+    A span of only whitespace (SentencePiece's lone ``▁``, which marks the
+    start of the next word) or an empty span belongs to the word of the next
+    non-whitespace character after it; -1 when the sentence has none.
+    """
+    for k in range(start, len(words)):
         if words[k] >= 0:
             return int(words[k])
     return -1
-
 
 def pair_layout(tokenizer, a: str, b: str, encoding, index: int):
     """The :class:`generator.patterns.PairLayout` of one encoded pair.
