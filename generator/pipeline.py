@@ -20,7 +20,8 @@ from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
 from generator.config import Config, Pair, corpus_fingerprint
 from generator.model import LoadedModel, effective_max_length, encode_pairs, load_model, resolve_model_path
 from generator.patterns import PairLayout, ScoreSums
-from generator.scoring import HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
+from generator.budget import BudgetSums
+from generator.scoring import CorpusBudget, HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,32 @@ class AtlasData:
     thresholds: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     analysis: AnalysisResults | None = None
+    budget_sums: CorpusBudget | None = None
+
+    @property
+    def budget(self) -> np.ndarray:
+        """``[layers, heads, 11]`` attention budget (:data:`generator.budget.CATEGORIES`
+        order): per head, the mean over pairs of the share of its attention
+        that goes to each category; sums to 1 per head."""
+        return self.budget_sums.sums.mean()
+
+    @property
+    def budget_lead(self) -> np.ndarray:
+        """``[layers, heads, 11]`` per head, the fraction of pairs on which each
+        category has the largest share (sums to 1 per head)."""
+        return self.budget_sums.sums.lead_share()
+
+    @property
+    def value_budget(self) -> np.ndarray:
+        """``[layers, heads, 11]`` the budget of the value-weighted attention
+        (Kobayashi et al. 2020, "Attention is Not Only a Weight"): attention
+        ``alpha_ij`` times ``||f_h(x_j)||``, rows renormalised."""
+        return self.budget_sums.value_sums.mean()
+
+    @property
+    def value_budget_lead(self) -> np.ndarray:
+        """``[layers, heads, 11]`` as :attr:`budget_lead`, for the value-weighted attention."""
+        return self.budget_sums.value_sums.lead_share()
 
     @property
     def layers(self) -> int:
@@ -82,15 +109,29 @@ def _pack_layouts(layouts: list[PairLayout]) -> tuple[dict[str, np.ndarray], lis
         "word": np.concatenate([lay.word for lay in layouts]).astype(np.int32),
         "special": np.concatenate([lay.special for lay in layouts]).astype(bool),
     }
-    return arrays, [list(lay.tokens) for lay in layouts]
+    return arrays, [[list(lay.tokens), list(lay.identities())] for lay in layouts]
+
+
+def _pack_budget(budget: CorpusBudget) -> dict[str, np.ndarray]:
+    out = {}
+    for prefix, b in (("budget", budget.sums), ("value_budget", budget.value_sums)):
+        out[f"{prefix}_total"], out[f"{prefix}_lead"] = b.total, b.lead
+        out[f"{prefix}_pairs"] = np.array(b.pairs, dtype=np.int64)
+    return out
+
+
+def _unpack_budget(arrays: dict[str, np.ndarray]) -> CorpusBudget:
+    def one(prefix: str) -> BudgetSums:
+        return BudgetSums(arrays[f"{prefix}_total"], arrays[f"{prefix}_lead"], int(arrays[f"{prefix}_pairs"]))
+    return CorpusBudget(one("budget"), one("value_budget"))
 
 
 def _unpack_layouts(arrays: dict[str, np.ndarray], tokens: list[list[str]]) -> list[PairLayout]:
     out, start = [], 0
-    for n, toks in zip(arrays["lengths"].tolist(), tokens):
+    for n, (toks, identity) in zip(arrays["lengths"].tolist(), tokens):
         sl = slice(start, start + n)
         out.append(PairLayout(tuple(toks), arrays["segment"][sl].copy(), arrays["word"][sl].copy(),
-                              arrays["special"][sl].copy()))
+                              arrays["special"][sl].copy(), identity=tuple(identity)))
         start += n
     return out
 
@@ -134,11 +175,11 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
         if raw.compute.engine == "ray":
             from generator.distributed import score_corpus_ray
 
-            pair_scores, sums = score_corpus_ray(raw.model.name_or_path, encoded, raw.compute.batch_size,
+            pair_scores, sums, budget = score_corpus_ray(raw.model.name_or_path, encoded, raw.compute.batch_size,
                                                  workers=raw.compute.ray_workers, device=raw.compute.device,
                                                  progress=progress)
         else:
-            pair_scores, sums = score_corpus(lm, encoded, raw.compute.batch_size, progress=progress)
+            pair_scores, sums, budget = score_corpus(lm, encoded, raw.compute.batch_size, progress=progress)
         timings["forward_score_s"] = time.perf_counter() - t
         layouts = [e.layout for e in encoded]
         truncated = [e.truncated for e in encoded]
@@ -147,6 +188,7 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
         packed, tokens = _pack_layouts(layouts)
         cache.store(folder, "scores", scores_key,
                     {"pair_scores": pair_scores, "total": sums.total, "count": sums.count,
+                     **_pack_budget(budget),
                      "truncated": np.array(truncated, dtype=bool), **packed},
                     {"model": model_info, "tokens": tokens})
     else:
@@ -154,12 +196,13 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
         log.info("scores read from cache %s", scores_key)
         pair_scores = arrays["pair_scores"]
         sums = ScoreSums(arrays["total"], arrays["count"])
+        budget = _unpack_budget(arrays)
         layouts = _unpack_layouts(arrays, meta["tokens"])
         truncated = arrays["truncated"].tolist()
         model_info = meta["model"]
 
     thresholds = cfg.thresholds
-    heads = summarise_heads(pair_scores, sums, thresholds, raw.examples_per_head)
+    heads = summarise_heads(pair_scores, sums, thresholds, raw.examples_per_head, budget=budget)
     example_pairs = sorted({i for h in heads for i in h.examples})
     page_pairs = list(range(len(pairs))) if raw.pair_pages == "all" else example_pairs
     qk_pairs = sorted({h.examples[0] for h in heads if h.examples})
@@ -211,4 +254,4 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
             analysis = AnalysisResults.from_cache(*hit)
     return AtlasData(model=model_info, pairs=pairs, layouts=layouts, truncated=truncated, pair_scores=pair_scores,
                      sums=sums, heads=heads, showcase=showcase, thresholds=thresholds, timings=timings,
-                     analysis=analysis)
+                     analysis=analysis, budget_sums=budget)
