@@ -21,6 +21,7 @@ from generator.config import Config, Pair, corpus_fingerprint
 from generator.model import LoadedModel, effective_max_length, encode_pairs, load_model, resolve_model_path
 from generator.patterns import PairLayout, ScoreSums
 from generator.budget import BudgetSums
+from generator.value_norms import attention_sinks
 from generator.scoring import CorpusBudget, HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,13 @@ class AtlasData:
         (Kobayashi et al. 2020, "Attention is Not Only a Weight"): attention
         ``alpha_ij`` times ``||f_h(x_j)||``, rows renormalised."""
         return self.budget_sums.value_sums.mean()
+
+    @property
+    def attention_sinks(self) -> list[tuple[int, int]]:
+        """``(layer, head)`` of the "attention sink" heads, layer-major: a large
+        raw share on [CLS]/[SEP] that mostly vanishes once value-weighted
+        (rule and thresholds: :func:`generator.value_norms.attention_sinks`)."""
+        return attention_sinks(self.budget, self.value_budget)
 
     @property
     def value_budget_lead(self) -> np.ndarray:
