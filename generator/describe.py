@@ -42,7 +42,7 @@ def percent(share: float) -> str:
 def _budget_clause(budget: dict[str, float], lead_share: dict[str, float] | None) -> str:
     order = sorted(budget, key=lambda c: -budget[c])
     first, second = order[0], order[1]
-    verb = "spreads" if first in ("own_sentence", "other_sentence") else "parks"
+    verb = {"own_sentence": "spreads", "other_sentence": "spreads", "self": "keeps"}.get(first, "parks")
     clause = f"{verb} {percent(budget[first])} of its attention {CATEGORY_PHRASE[first]}"
     if lead_share is not None and lead_share.get(first) is not None:
         clause += f" (the largest share on {percent(lead_share[first])} of pairs)"
