@@ -259,7 +259,7 @@ def _child_measure(args: dict) -> dict:
 
     from generator.config import load_config, load_corpus
     from generator.model import collate, encode_pairs, length_sorted_batches, load_model
-    from generator.scoring import score_batch
+    from generator.scoring import output_grams, score_batch_all
 
     logging.basicConfig(level=logging.ERROR)
     cfg = load_config(Path(args["config"]))
@@ -273,7 +273,8 @@ def _child_measure(args: dict) -> dict:
     # the same batch right after it, so that other load on the machine hits
     # both alike (``paired`` ratio); ``bare`` alone is the bare_forward_s.
     sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
-    bare = paired = 0.0
+    grams = output_grams(lm)
+    bare = paired = paired_scores_only = 0.0
     for batch in batches:
         t = time.perf_counter()
         with torch.inference_mode():
@@ -283,9 +284,14 @@ def _child_measure(args: dict) -> dict:
             del out
         sync()
         t2 = time.perf_counter()
-        score_batch(lm, batch)
+        score_batch_all(lm, batch, budget=True, grams=grams)  # the build's: scores + both budgets
+        sync()
+        t3 = time.perf_counter()
+        score_batch_all(lm, batch, budget=False)  # scores alone (no budget, no value norms)
+        sync()
         bare += t2 - t
-        paired += time.perf_counter() - t2
+        paired += t3 - t2
+        paired_scores_only += time.perf_counter() - t3
     paired_score = paired
 
     from bertviz import head_view
@@ -303,7 +309,8 @@ def _child_measure(args: dict) -> dict:
         body = html.data.encode("utf-8")
         seconds.append(time.perf_counter() - t)
         sizes.append(len(body))
-    return {"bare_forward_s": bare, "paired_forward_score_s": paired_score, "device": str(lm.device),
+    return {"bare_forward_s": bare, "paired_forward_score_s": paired_score,
+            "paired_forward_score_only_s": paired_scores_only, "device": str(lm.device),
             "layers": lm.layers, "heads": lm.heads, "torch_threads": torch.get_num_threads(), "bertviz_pairs": len(sample),
             "bertviz_s_per_pair": float(np.mean(seconds)), "bertviz_bytes_per_pair": float(np.mean(sizes))}
 
@@ -356,6 +363,9 @@ def bench_one(model: str, n: int, work: Path, bertviz_sample: int, examples_per_
         "forward_score_ratio": (fwd / bare) if fwd and bare else None,
         "paired_forward_score_s": measured["paired_forward_score_s"],
         "paired_ratio": measured["paired_forward_score_s"] / bare if bare else None,
+        # forward + the seven scores alone, without the attention budgets and value norms
+        "paired_forward_score_only_s": measured["paired_forward_score_only_s"],
+        "paired_score_only_ratio": measured["paired_forward_score_only_s"] / bare if bare else None,
         "showcase_s": timings.get("showcase_s"), "analysis_s": timings.get("analysis_s"),
         "render_s": timings.get("render_s"),
         "mkdocs_s": timings.get("mkdocs_s"), "total_s": timings["total_s"],
@@ -411,7 +421,8 @@ _COLUMNS = [  # header, key or function, digits
     ("model", "model", 0), ("pairs", "pairs", 0),
     ("analysis", lambda r: "on" if r.get("analysis") else "off", 0), ("total s", "total_s", 1), ("load s", "load_s", 1),
     ("forward+score s", "forward_score_s", 1), ("bare forward s", "bare_forward_s", 1),
-    ("ratio", "forward_score_ratio", 2), ("paired ratio", "paired_ratio", 2), ("analysis s", "analysis_s", 1),
+    ("ratio", "forward_score_ratio", 2), ("paired ratio", "paired_ratio", 2),
+    ("paired ratio w/o budget", "paired_score_only_ratio", 2), ("analysis s", "analysis_s", 1),
     ("render s", "render_s", 1),
     ("mkdocs s", "mkdocs_s", 1),
     ("pairs/s", "pairs_per_s", 1), ("peak RSS MB", "peak_rss_mb", 0), ("site MB", "site_mb", 1),
@@ -463,7 +474,8 @@ def markdown_section(doc: dict) -> str:
         "*forward+score s*: streaming every pair through the model and scoring every head; *bare forward s*: "
         "the same batches through the model with `output_attentions=True` and nothing else; *ratio*: the "
         "two divided; *paired ratio*: the same, both timed batch by batch in one process (less disturbed by "
-        "other load on the machine). *peak RSS*: the build's process. *site MB*: bytes under `site/` (10^6). *bertviz*: one "
+        "other load on the machine); *paired ratio w/o budget*: the same with the seven scores alone, without "
+        "the attention budgets and value norms. *peak RSS*: the build's process. *site MB*: bytes under `site/` (10^6). *bertviz*: one "
         "forward pass plus `bertviz.head_view(..., html_action='return')` per pair, on a sample of the same "
         "pairs; *atlas s/pair* and *KB/pair*: the whole build and the whole site divided by the pairs. "
         "*analysis*: whether the build ran the `analysis:` section of the config (head importance by masking "

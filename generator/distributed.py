@@ -32,6 +32,7 @@ from generator.config import PATTERNS
 from generator.errors import AtlasError
 from generator.model import EncodedPair, length_sorted_batches
 from generator.patterns import ScoreSums
+from generator.scoring import BatchResult, CorpusBudget
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,21 @@ class _BatchScorer:
         self.lm = load_model(name_or_path, device)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from generator.scoring import score_batch
+        from generator.scoring import output_grams, score_batch_all
 
-        indices, scores = [], []
+        if not hasattr(self, "grams"):
+            self.grams = output_grams(self.lm)
+        indices, scores, budget, value_budget = [], [], [], []
         for row in rows["indices"]:
             chosen = row[row >= 0]
             indices.append(chosen.astype(np.int64))
-            scores.append(score_batch(self.lm, [self.encoded[i] for i in chosen]))
-        return {"index": np.concatenate(indices), "scores": np.concatenate(scores).astype(np.float32)}
+            result = score_batch_all(self.lm, [self.encoded[i] for i in chosen], budget=True, grams=self.grams)
+            scores.append(result.scores)
+            budget.append(result.budget)
+            value_budget.append(result.value_budget)
+        return {"index": np.concatenate(indices), "scores": np.concatenate(scores).astype(np.float32),
+                "budget": np.concatenate(budget).astype(np.float32),
+                "value_budget": np.concatenate(value_budget).astype(np.float32)}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> None:
@@ -86,14 +94,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) 
 
 
 def score_corpus_ray(name_or_path: str, encoded: list[EncodedPair], batch_size: int, workers: int = 2,
-                     device: str = "auto", progress: bool = True) -> tuple[np.ndarray, ScoreSums]:
+                     device: str = "auto", progress: bool = True) -> tuple[np.ndarray, ScoreSums, CorpusBudget]:
     """:func:`generator.scoring.score_corpus` on a Ray cluster.
 
     ``name_or_path`` and ``device`` are the config's ``model.name_or_path`` and
     ``compute.device`` (each worker loads the model itself); ``workers`` is
     ``compute.ray_workers``. Uses the running Ray instance, or starts a local
-    one. Returns ``(pair_scores [pairs, layers, heads, 7] float32, ScoreSums)``
-    in corpus order, equal to the local engine's.
+    one. Returns ``(pair_scores [pairs, layers, heads, 7] float32, ScoreSums,
+    CorpusBudget)`` in corpus order, equal to the local engine's.
     """
     ray = _ray()
     if not encoded:
@@ -120,23 +128,30 @@ def score_corpus_ray(name_or_path: str, encoded: list[EncodedPair], batch_size: 
         num_cpus=1,
         num_gpus=1 if use_gpu else 0,
     )
-    pair_scores = None
+    pair_scores = pair_budget = pair_value_budget = None
     seen = np.zeros(len(encoded), dtype=bool)
     for out in scored.iter_batches(batch_format="numpy", batch_size=None):
         if pair_scores is None:
             pair_scores = np.full((len(encoded), *out["scores"].shape[1:]), np.nan, dtype=np.float32)
+            pair_budget = np.full((len(encoded), *out["budget"].shape[1:]), np.nan, dtype=np.float32)
+            pair_value_budget = np.full_like(pair_budget, np.nan)
         pair_scores[out["index"]] = out["scores"]
+        pair_budget[out["index"]] = out["budget"]
+        pair_value_budget[out["index"]] = out["value_budget"]
         seen[out["index"]] = True
     if pair_scores is None or not seen.all():
         raise AtlasError(f"ray: {int((~seen).sum())} of {len(encoded)} pairs came back without scores")
     assert pair_scores.shape[-1] == len(PATTERNS)
     layers, heads = pair_scores.shape[1:3]
     sums = ScoreSums.zeros(layers, heads)
+    budget = CorpusBudget.zeros(layers, heads)
     for batch in batches:  # one exact shard sum per batch, merged in the local engine's order
         shard = ScoreSums.zeros(layers, heads)
-        shard.add(pair_scores[[e.index for e in batch]].astype(np.float64))
+        rows_of = [e.index for e in batch]
+        shard.add(pair_scores[rows_of].astype(np.float64))
         sums = sums + shard
-    return pair_scores, sums
+        budget.add(BatchResult(pair_scores[rows_of], pair_budget[rows_of], pair_value_budget[rows_of]))
+    return pair_scores, sums, budget
 
 
 def _cluster_has_gpus(ray) -> bool:

@@ -40,6 +40,10 @@ def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
              "scores": {k: (None if v is None else round(v, 6)) for k, v in h.scores.items()},
              "consistency": None if h.consistency is None else round(h.consistency, 6),
              "page": page_of(h.layer, h.head),
+             # the attention budget (generator.budget.CATEGORIES), raw and value-weighted
+             "budget": {k: round(v, 6) for k, v in h.budget.items()},
+             "value_budget": {k: round(v, 6) for k, v in h.value_budget.items()},
+             "description": h.description,
              **({"importance": data.analysis.importance_of(h.layer, h.head)}
                 if data.analysis is not None and data.analysis.ablation is not None else {})}
             for h in data.heads

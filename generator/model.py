@@ -25,6 +25,7 @@ import torch
 from generator.config import DEFAULT_MODEL, Pair
 from generator.errors import AtlasError
 from generator.patterns import PairLayout
+from generator.tokens import pair_layout
 
 log = logging.getLogger(__name__)
 
@@ -332,13 +333,15 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
     b_texts = [p.b for p in pairs]
     # only counts the tokens (verbose=False: no "will result in indexing errors"
     # warning from transformers; the pair is truncated below and named in our own)
-    full = tok(a_texts, b_texts, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
-    enc = tok(a_texts, b_texts, truncation="longest_first", max_length=max_length, return_special_tokens_mask=True)
+    full = tok(a_texts, b_texts, truncation=False, add_special_tokens=True, verbose=False,
+               split_special_tokens=True)["input_ids"]
+    # split_special_tokens: a literal "[SEP]" typed in a sentence is text, not a separator
+    enc = tok(a_texts, b_texts, truncation="longest_first", max_length=max_length, return_special_tokens_mask=True,
+              return_offsets_mapping=True, split_special_tokens=True)
     out = []
     for index, pair in enumerate(pairs):
         ids = np.asarray(enc["input_ids"][index], dtype=np.int64)
         seq = enc.sequence_ids(index)
-        words = enc.word_ids(index)
         special = np.asarray(enc["special_tokens_mask"][index], dtype=bool)
         for side, name in ((0, "a"), (1, "b")):
             if not any(s == side and not sp for s, sp in zip(seq, special)):
@@ -348,12 +351,7 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
         if truncated:
             log.warning("%s: pair %d (id %r) has %d tokens, over max_length %d: truncated (longest sentence first)",
                         corpus_name, index, pair.id, len(full[index]), max_length)
-        layout = PairLayout(
-            tokens=tuple(tok.convert_ids_to_tokens(ids.tolist())),
-            segment=np.array([-1 if (s is None or sp) else s for s, sp in zip(seq, special)], dtype=np.int8),
-            word=np.array([-1 if (w is None or sp) else w for w, sp in zip(words, special)], dtype=np.int32),
-            special=special,
-        )
+        layout = pair_layout(tok, pair.a, pair.b, enc, index)
         tti = enc.get("token_type_ids")
         out.append(EncodedPair(index=index, input_ids=ids,
                                token_type_ids=np.asarray(tti[index], dtype=np.int64) if tti is not None else None,

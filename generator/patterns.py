@@ -39,25 +39,36 @@ P = len(PATTERNS)
 class PairLayout:
     """What the scores need to know about one tokenised pair (length ``n``).
 
-    ``tokens``: the WordPiece tokens; ``segment``: 0 for sentence a, 1 for b,
-    -1 for special tokens; ``word``: word index inside its sentence (-1 for
-    special tokens); ``special``: True at [CLS]/[SEP] (and any other special
-    token). All arrays have shape ``[n]``.
+    ``tokens``: the tokenizer's tokens (WordPiece strings, for display);
+    ``segment``: 0 for sentence a, 1 for b, -1 for special tokens; ``word``:
+    the BasicTokenizer word, inside its sentence, containing the first
+    character of the token's span (:func:`generator.tokens.span_word`; -1 for
+    special tokens and spans of only whitespace); ``special``: True where the
+    tokenizer added the token (its special-tokens mask: [CLS], [SEP], <s>...).
+    ``identity``: tok(j), the text of each token's span, case-folded when the
+    tokenizer lower-cases (:func:`generator.tokens.span_identity`); ``None``
+    falls back to the lower-cased ``tokens``. All arrays have shape ``[n]``.
     """
 
     tokens: tuple[str, ...]
     segment: np.ndarray
     word: np.ndarray
     special: np.ndarray
+    identity: tuple[str, ...] | None = None
 
     @property
     def n(self) -> int:
         return len(self.tokens)
 
     def token_ids(self) -> np.ndarray:
-        """``[n]`` int: equal values for equal lower-cased tokens."""
-        _, inverse = np.unique([t.lower() for t in self.tokens], return_inverse=True)
+        """``[n]`` int: equal values for equal tok(j) (:attr:`identity`)."""
+        _, inverse = np.unique(list(self.identities()), return_inverse=True)
         return inverse.reshape(-1)
+
+    def identities(self) -> tuple[str, ...]:
+        """tok(j) for every position: :attr:`identity`, or the lower-cased
+        tokens when the layout has none."""
+        return self.identity if self.identity is not None else tuple(t.lower() for t in self.tokens)
 
     def masks(self) -> dict[str, np.ndarray]:
         """Boolean masks of the pattern definitions.
@@ -74,6 +85,7 @@ class PairLayout:
             both
             & (self.segment[:, None] == self.segment[None, :])
             & (self.word[:, None] == self.word[None, :])
+            & (self.word >= 0)[:, None]
             & ~np.eye(self.n, dtype=bool)
         )
         return {"query": query, "special": self.special.copy(), "same_token": same_tok,

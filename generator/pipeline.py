@@ -29,7 +29,9 @@ from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
 from generator.config import Config, Pair, corpus_fingerprint, setting_error
 from generator.model import EncodedPair, LoadedModel, effective_max_length, encode_pairs, load_model, model_identity
 from generator.patterns import PairLayout, ScoreSums
-from generator.scoring import HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
+from generator.budget import BudgetSums
+from generator.value_norms import attention_sinks
+from generator.scoring import CorpusBudget, HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,39 @@ class AtlasData:
     thresholds: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     analysis: AnalysisResults | None = None
+    budget_sums: CorpusBudget | None = None
+
+    @property
+    def budget(self) -> np.ndarray:
+        """``[layers, heads, 11]`` attention budget (:data:`generator.budget.CATEGORIES`
+        order): per head, the mean over pairs of the share of its attention
+        that goes to each category; sums to 1 per head."""
+        return self.budget_sums.sums.mean()
+
+    @property
+    def budget_lead(self) -> np.ndarray:
+        """``[layers, heads, 11]`` per head, the fraction of pairs on which each
+        category has the largest share (sums to 1 per head)."""
+        return self.budget_sums.sums.lead_share()
+
+    @property
+    def value_budget(self) -> np.ndarray:
+        """``[layers, heads, 11]`` the budget of the value-weighted attention
+        (Kobayashi et al. 2020, "Attention is Not Only a Weight"): attention
+        ``alpha_ij`` times ``||f_h(x_j)||``, rows renormalised."""
+        return self.budget_sums.value_sums.mean()
+
+    @property
+    def attention_sinks(self) -> list[tuple[int, int]]:
+        """``(layer, head)`` of the "attention sink" heads, layer-major: a large
+        raw share on [CLS]/[SEP] that mostly vanishes once value-weighted
+        (rule and thresholds: :func:`generator.value_norms.attention_sinks`)."""
+        return attention_sinks(self.budget, self.value_budget)
+
+    @property
+    def value_budget_lead(self) -> np.ndarray:
+        """``[layers, heads, 11]`` as :attr:`budget_lead`, for the value-weighted attention."""
+        return self.budget_sums.value_sums.lead_share()
 
     @property
     def layers(self) -> int:
@@ -99,6 +134,8 @@ class Scores:
         truncated: whether ``model.max_length`` cut each pair.
         pair_scores: float32 ``[pairs, layers, heads, 7]``.
         sums: the corpus sums (:class:`ScoreSums`, ``[layers, heads, 7]``).
+        budget: the corpus's attention budgets, raw and value-weighted
+            (:class:`generator.scoring.CorpusBudget`, ``[layers, heads, 11]``).
     """
 
     model: dict
@@ -106,6 +143,7 @@ class Scores:
     truncated: list[bool]
     pair_scores: np.ndarray
     sums: ScoreSums
+    budget: CorpusBudget
 
     def to_cache(self) -> tuple[dict[str, np.ndarray], dict]:
         """``(arrays, meta)`` for :func:`generator.cache.store`; the layouts'
@@ -118,19 +156,28 @@ class Scores:
             "word": np.concatenate([lay.word for lay in self.layouts]).astype(np.int32),
             "special": np.concatenate([lay.special for lay in self.layouts]).astype(bool),
         }
-        return arrays, {"model": self.model, "tokens": [list(lay.tokens) for lay in self.layouts]}
+        for prefix, b in (("budget", self.budget.sums), ("value_budget", self.budget.value_sums)):
+            arrays[f"{prefix}_total"], arrays[f"{prefix}_lead"] = b.total, b.lead
+            arrays[f"{prefix}_pairs"] = np.array(b.pairs, dtype=np.int64)
+        tokens = [[list(lay.tokens), list(lay.identities())] for lay in self.layouts]
+        return arrays, {"model": self.model, "tokens": tokens}
 
     @classmethod
     def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict) -> Scores:
         """The inverse of :meth:`to_cache`."""
         layouts, start = [], 0
-        for n, tokens in zip(arrays["lengths"].tolist(), meta["tokens"]):
+        for n, (tokens, identity) in zip(arrays["lengths"].tolist(), meta["tokens"]):
             cut = slice(start, start + n)
             layouts.append(PairLayout(tuple(tokens), arrays["segment"][cut].copy(), arrays["word"][cut].copy(),
-                                      arrays["special"][cut].copy()))
+                                      arrays["special"][cut].copy(), identity=tuple(identity)))
             start += n
+
+        def budget_sums(prefix: str) -> BudgetSums:
+            return BudgetSums(arrays[f"{prefix}_total"], arrays[f"{prefix}_lead"], int(arrays[f"{prefix}_pairs"]))
+
         return cls(model=meta["model"], layouts=layouts, truncated=arrays["truncated"].tolist(),
-                   pair_scores=arrays["pair_scores"], sums=ScoreSums(arrays["total"], arrays["count"]))
+                   pair_scores=arrays["pair_scores"], sums=ScoreSums(arrays["total"], arrays["count"]),
+                   budget=CorpusBudget(budget_sums("budget"), budget_sums("value_budget")))
 
 
 class BuildRun:
@@ -222,16 +269,16 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
         if raw.compute.engine == "ray":
             from generator.distributed import score_corpus_ray
 
-            pair_scores, sums = run.timed("forward_score_s", score_corpus_ray, name, encoded, raw.compute.batch_size,
+            pair_scores, sums, budget = run.timed("forward_score_s", score_corpus_ray, name, encoded, raw.compute.batch_size,
                                           workers=raw.compute.ray_workers, device=raw.compute.device,
                                           progress=run.progress)
         else:
-            pair_scores, sums = run.timed("forward_score_s", score_corpus, lm, encoded, raw.compute.batch_size,
+            pair_scores, sums, budget = run.timed("forward_score_s", score_corpus, lm, encoded, raw.compute.batch_size,
                                           progress=run.progress)
         model_info = {"name_or_path": name, "layers": lm.layers, "heads": lm.heads, "head_dim": lm.head_dim,
                       "model_type": lm.model.config.model_type}
         return Scores(model=model_info, layouts=[e.layout for e in encoded], truncated=[e.truncated for e in encoded],
-                      pair_scores=pair_scores, sums=sums)
+                      pair_scores=pair_scores, sums=sums, budget=budget)
 
     return key, cache.cached(run.folder, "scores", key, compute, lambda s: s.to_cache(), Scores.from_cache)
 
@@ -344,7 +391,8 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
     run = BuildRun(cfg, pairs, progress, lm)
     raw = cfg.raw
     scores_key, scores = score_stage(run)
-    heads = summarise_heads(scores.pair_scores, scores.sums, cfg.thresholds, raw.examples_per_head)
+    heads = summarise_heads(scores.pair_scores, scores.sums, cfg.thresholds, raw.examples_per_head,
+                            budget=scores.budget)
     example_pairs = sorted({i for h in heads for i in h.examples})
     page_pairs = list(range(len(pairs))) if raw.pair_pages == "all" else example_pairs
     qk_pairs = sorted({h.examples[0] for h in heads if h.examples})
@@ -352,4 +400,5 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
     analysis = analysis_stage(run, scores_key, scores, heads, page_pairs, showcase)
     return AtlasData(model=scores.model, pairs=pairs, layouts=scores.layouts, truncated=scores.truncated,
                      pair_scores=scores.pair_scores, sums=scores.sums, heads=heads, showcase=showcase,
-                     thresholds=cfg.thresholds, timings=run.timings, analysis=analysis)
+                     thresholds=cfg.thresholds, timings=run.timings, analysis=analysis,
+                     budget_sums=scores.budget)

@@ -19,40 +19,118 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from generator.budget import CATEGORY_NAMES, C, BudgetSums, batch_budget, category_weights
 from generator.config import PATTERNS
+from generator.describe import describe_head
 from generator.model import EncodedPair, LoadedModel, attention_for, capture_query_key, forward_layers, length_sorted_batches
 from generator.patterns import MIXED, BatchMasks, ScoreSums, batch_scores, classify, consistency, nearest_pattern, top_pairs
+from generator.value_norms import output_gram, value_norms, value_weighted
 
 log = logging.getLogger(__name__)
 
 
-def score_batch(lm: LoadedModel, batch: list[EncodedPair]) -> np.ndarray:
-    """Score every head on each pair of one padded batch.
+@dataclass
+class BatchResult:
+    """What one padded batch of ``B`` pairs gives, in the batch's order.
+
+    ``scores``: ``[B, layers, heads, 7]`` float32 (NaN = undefined);
+    ``budget``, ``value_budget``: ``[B, layers, heads, 11]`` float32 shares of
+    the attention budget (:data:`generator.budget.CATEGORIES`), raw and
+    value-weighted; ``None`` when not computed.
+    """
+
+    scores: np.ndarray
+    budget: np.ndarray | None = None
+    value_budget: np.ndarray | None = None
+
+
+def output_grams(lm: LoadedModel) -> list[torch.Tensor]:
+    """``[heads, d, d]`` Gram matrices ``W_O,h W_O,h^T`` of every layer's
+    attention output projection (:func:`generator.value_norms.output_gram`),
+    on the model's device."""
+    return [output_gram(lm.attention_output(layer).weight, lm.heads).to(lm.device) for layer in range(lm.layers)]
+
+
+def score_batch_all(lm: LoadedModel, batch: list[EncodedPair], budget: bool = True,
+                    grams: list[torch.Tensor] | None = None) -> BatchResult:
+    """Scores, attention budgets and value-weighted budgets of every head on
+    each pair of one padded batch, in one forward pass.
+
+    The category map of the batch (:func:`generator.budget.category_weights`)
+    is built once and shared by every layer. The value norms ``||f_h(x_j)||``
+    (Kobayashi et al. 2020, "Attention is Not Only a Weight: Analyzing
+    Transformers with Vector Norms", section 3) come from a forward hook on
+    each layer's value projection, as that layer runs.
 
     Args:
         lm: the model.
-        batch: the pairs (see :func:`generator.model.length_sorted_batches`).
+        batch: the pairs (padded to the longest).
+        budget: also compute the budgets (raw and value-weighted).
+        grams: :func:`output_grams` of ``lm`` (computed here when ``None``).
 
     Returns:
-        float32 ``[B, layers, heads, 7]``: each head's seven pattern scores
-        (fractions of attention in [0, 1], order of
-        :data:`generator.registry.PATTERNS`) on each pair; NaN where a pair
-        does not define a pattern.
+        The batch's :class:`BatchResult`.
     """
     width = max(len(e.input_ids) for e in batch)
-    masks = BatchMasks.from_layouts([e.layout for e in batch], width, lm.device)
-    out = torch.empty(len(batch), lm.layers, lm.heads, len(PATTERNS))
+    layouts = [e.layout for e in batch]
+    masks = BatchMasks.from_layouts(layouts, width, lm.device)
+    B = len(batch)
+    out = torch.empty(B, lm.layers, lm.heads, len(PATTERNS))
+    raw = torch.empty(B, lm.layers, lm.heads, C) if budget else None
+    weighted = torch.empty(B, lm.layers, lm.heads, C) if budget else None
+    handles, values = [], {}
+    if budget:
+        weights = category_weights(layouts, width, lm.device)
+        grams = grams if grams is not None else output_grams(lm)
+        for layer in range(lm.layers):
+            def keep(module, args, output, layer=layer):
+                values[layer] = output
+            handles.append(lm.self_attention(layer).value.register_forward_hook(keep))
 
     def on_layer(layer: int, attention: torch.Tensor) -> None:
         out[:, layer] = batch_scores(attention, masks).cpu()
+        if budget:
+            raw[:, layer] = batch_budget(attention, weights).cpu()
+            norms = value_norms(values.pop(layer), grams[layer])
+            weighted[:, layer] = batch_budget(value_weighted(attention, norms), weights).cpu()
 
-    forward_layers(lm, batch, on_layer)
-    return out.numpy()
+    try:
+        forward_layers(lm, batch, on_layer)
+    finally:
+        for h in handles:
+            h.remove()
+    return BatchResult(out.numpy(), raw.numpy() if budget else None, weighted.numpy() if budget else None)
+
+
+def score_batch(lm: LoadedModel, batch: list[EncodedPair]) -> np.ndarray:
+    """Scores of every head on each pair of one padded batch:
+    ``[B, layers, heads, 7]`` float32 (NaN = undefined)."""
+    return score_batch_all(lm, batch, budget=False).scores
+
+
+@dataclass
+class CorpusBudget:
+    """The corpus's attention budgets, mergeable
+    (:class:`generator.budget.BudgetSums`): ``sums`` of the raw attention,
+    ``value_sums`` of the value-weighted attention."""
+
+    sums: BudgetSums
+    value_sums: BudgetSums
+
+    @classmethod
+    def zeros(cls, layers: int, heads: int) -> CorpusBudget:
+        return cls(BudgetSums.zeros(layers, heads), BudgetSums.zeros(layers, heads))
+
+    def add(self, result: BatchResult) -> None:
+        """Add a batch's per-pair budgets."""
+        self.sums.add(result.budget)
+        self.value_sums.add(result.value_budget)
 
 
 def score_corpus(lm: LoadedModel, encoded: list[EncodedPair], batch_size: int,
-                 progress: bool = True) -> tuple[np.ndarray, ScoreSums]:
-    """Stream all pairs through the model in length-sorted batches.
+                 progress: bool = True) -> tuple[np.ndarray, ScoreSums, CorpusBudget]:
+    """Stream all pairs through the model in length-sorted batches: scores,
+    budgets and value-weighted budgets in one pass.
 
     Args:
         lm: the model.
@@ -61,20 +139,23 @@ def score_corpus(lm: LoadedModel, encoded: list[EncodedPair], batch_size: int,
         progress: show a progress bar.
 
     Returns:
-        ``(pair_scores, sums)``: float32 ``[pairs, layers, heads, 7]`` in
-        corpus order (see :func:`score_batch`) and the mergeable
-        :class:`ScoreSums` of the corpus.
+        ``(pair_scores, sums, budget)``: float32 ``[pairs, layers, heads, 7]``
+        in corpus order (see :func:`score_batch`), the mergeable
+        :class:`ScoreSums` of the corpus and its :class:`CorpusBudget`.
     """
     pair_scores = np.full((len(encoded), lm.layers, lm.heads, len(PATTERNS)), np.nan, dtype=np.float32)
     sums = ScoreSums.zeros(lm.layers, lm.heads)
+    budget = CorpusBudget.zeros(lm.layers, lm.heads)
+    grams = output_grams(lm)
     batches = length_sorted_batches(encoded, batch_size)
     with tqdm(total=len(encoded), desc="scoring heads", unit="pair", disable=not progress, leave=False) as bar:
         for batch in batches:
-            scores = score_batch(lm, batch)
-            pair_scores[[e.index for e in batch]] = scores
-            sums.add(scores.astype(np.float64))
+            result = score_batch_all(lm, batch, budget=True, grams=grams)
+            pair_scores[[e.index for e in batch]] = result.scores
+            sums.add(result.scores.astype(np.float64))
+            budget.add(result)
             bar.update(len(batch))
-    return pair_scores, sums
+    return pair_scores, sums, budget
 
 
 @dataclass
@@ -93,6 +174,14 @@ class HeadSummary:
             pattern reaches its threshold (for a ``mixed`` head: on which no
             pattern reaches its threshold); ``None`` when no pair defines it.
         examples: corpus indices of its example pairs, best first.
+        budget / value_budget: category name (the eleven
+            :data:`generator.budget.CATEGORY_NAMES`) -> mean share of the
+            head's raw / value-weighted attention (each sums to 1); empty when
+            no budget was computed.
+        budget_lead: category name -> fraction of pairs on which that
+            category has the largest raw share.
+        description: one plain sentence from label, consistency and budget
+            (:func:`generator.describe.describe_head`).
     """
 
     layer: int
@@ -102,25 +191,32 @@ class HeadSummary:
     example_pattern: str
     consistency: float | None
     examples: list[int]
+    budget: dict[str, float] = field(default_factory=dict)
+    value_budget: dict[str, float] = field(default_factory=dict)
+    budget_lead: dict[str, float] = field(default_factory=dict)
+    description: str = ""
 
 
 def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[str, float],
-                    examples_per_head: int) -> list[HeadSummary]:
-    """Label each head from the corpus means and pick its example pairs.
+                    examples_per_head: int, budget: CorpusBudget | None = None) -> list[HeadSummary]:
+    """Label each head from the corpus means, pick its example pairs and say
+    in one sentence what it does.
 
     Args:
-        pair_scores: float32 ``[pairs, layers, heads, 7]``.
-        sums: the corpus sums of those scores.
-        thresholds: pattern -> threshold in [0, 1].
-        examples_per_head: how many example pairs per head: those with the
-            highest score for its label (for a ``mixed`` head, for its
-            nearest pattern).
+        pair_scores: ``[pairs, layers, heads, 7]`` per-pair scores.
+        sums: the corpus :class:`ScoreSums`.
+        thresholds: pattern name -> labelling threshold.
+        examples_per_head: how many example pairs: those with the highest
+            score for its label (for a ``mixed`` head, for its nearest pattern).
+        budget: the corpus's :class:`CorpusBudget` (``None``: no budget fields).
 
     Returns:
-        One :class:`HeadSummary` per head, layer-major (``layer * heads +
-        head``).
+        One :class:`HeadSummary` per head, layer-major.
     """
     means = sums.mean()
+    shares = budget.sums.mean() if budget is not None else None
+    leads = budget.sums.lead_share() if budget is not None else None
+    value_shares = budget.value_sums.mean() if budget is not None else None
     out = []
     layers, heads = means.shape[:2]
     for layer in range(layers):
@@ -129,12 +225,19 @@ def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[s
             label = classify(s, thresholds)
             pattern = label if label != MIXED else nearest_pattern(s, thresholds)
             per_pair = pair_scores[:, layer, head]
+            scores = {p: (None if np.isnan(s[k]) else float(s[k])) for k, p in enumerate(PATTERNS)}
+            agree = consistency(per_pair, label, thresholds)
+            named = {}
+            if budget is not None:
+                named = {key: dict(zip(CATEGORY_NAMES, arr[layer, head].tolist()))
+                         for key, arr in (("budget", shares), ("value_budget", value_shares),
+                                          ("budget_lead", leads))}
             out.append(HeadSummary(
-                layer=layer, head=head,
-                scores={p: (None if np.isnan(s[k]) else float(s[k])) for k, p in enumerate(PATTERNS)},
-                label=label, example_pattern=pattern,
-                consistency=consistency(per_pair, label, thresholds),
-                examples=top_pairs(per_pair, pattern, examples_per_head),
+                layer=layer, head=head, scores=scores, label=label, example_pattern=pattern,
+                consistency=agree, examples=top_pairs(per_pair, pattern, examples_per_head),
+                description=describe_head(label, agree, scores, named.get("budget"), named.get("budget_lead"),
+                                          thresholds),
+                **named,
             ))
     return out
 

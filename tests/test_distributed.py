@@ -37,17 +37,17 @@ def test_ray_engine_matches_local_engine(local_ray):
     lm = load_model(DEFAULT_MODEL, "cpu")
     encoded = encode_pairs(lm, pairs, 64)
     batch_size = 4  # several batches, so that both workers get work and shards must merge
-    ray_scores, ray_sums = score_corpus_ray(DEFAULT_MODEL, encoded, batch_size, workers=2, device="cpu",
+    ray_scores, ray_sums, ray_budget = score_corpus_ray(DEFAULT_MODEL, encoded, batch_size, workers=2, device="cpu",
                                             progress=False)
     # Ray runs each one-CPU worker with one torch thread; with the same thread
     # count the local engine must give the very same bits.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        local_scores, local_sums = score_corpus(lm, encoded, batch_size, progress=False)
+        local_scores, local_sums, local_budget = score_corpus(lm, encoded, batch_size, progress=False)
     finally:
         torch.set_num_threads(threads)
-    default_threads_scores, _ = score_corpus(lm, encoded, batch_size, progress=False)
+    default_threads_scores, _, _ = score_corpus(lm, encoded, batch_size, progress=False)
 
     assert ray_scores.shape == local_scores.shape == (len(pairs), lm.layers, lm.heads, 7)
     assert ray_scores.dtype == np.float32
@@ -55,6 +55,10 @@ def test_ray_engine_matches_local_engine(local_ray):
     np.testing.assert_array_equal(ray_sums.count, local_sums.count)
     np.testing.assert_array_equal(ray_sums.total, local_sums.total)
     np.testing.assert_array_equal(ray_sums.mean(), local_sums.mean())
+    for ray_b, local_b in ((ray_budget.sums, local_budget.sums), (ray_budget.value_sums, local_budget.value_sums)):
+        np.testing.assert_array_equal(ray_b.total, local_b.total)
+        np.testing.assert_array_equal(ray_b.lead, local_b.lead)
+        assert ray_b.pairs == local_b.pairs == len(pairs)
     # With other thread counts the float32 sums inside matrix products split
     # differently: equal to rounding.
     np.testing.assert_allclose(ray_scores, default_threads_scores, atol=1e-6, rtol=0, equal_nan=True)

@@ -38,7 +38,7 @@ def pair_scores_reference(attention: np.ndarray, layout: PairLayout) -> np.ndarr
     """
     A = np.asarray(attention, dtype=np.float64)
     n = layout.n
-    tok = [t.lower() for t in layout.tokens]
+    tok = list(layout.identities())
     Q = [i for i in range(n) if not layout.special[i]]
     S = [j for j in range(n) if layout.special[j]]
     seg, word = layout.segment, layout.word
@@ -161,6 +161,35 @@ def test_token_ids_are_case_insensitive():
     lay = layout(["[CLS]", "The", "the", "THE", "cat", "[SEP]"], [-1, 0, 0, 0, 0, -1], [-1, 0, 1, 2, 3, -1])
     ids = lay.token_ids()
     assert ids[1] == ids[2] == ids[3] and ids[4] != ids[1]
+
+
+def test_unknown_tokens_are_the_same_token_only_when_their_texts_are():
+    # [CLS] [UNK]=你 [UNK]=好 [SEP] [UNK]=你 [UNK]=们 [SEP]: identity is the span's text
+    lay = PairLayout(tokens=("[CLS]", "[UNK]", "[UNK]", "[SEP]", "[UNK]", "[UNK]", "[SEP]"),
+                     segment=np.array([-1, 0, 0, -1, 1, 1, -1], dtype=np.int8),
+                     word=np.array([-1, 0, 1, -1, 0, 1, -1], dtype=np.int32),
+                     special=np.array([True, False, False, True, False, False, True]),
+                     identity=("[CLS]", "你", "好", "[SEP]", "你", "们", "[SEP]"))
+    m = lay.masks()
+    assert {tuple(x) for x in np.argwhere(m["other_sentence"]).tolist()} == {(1, 4), (4, 1)}
+    # every query looks at the other [UNK] of its sentence: no same token there
+    A = onehot(7, {1: 2, 2: 1, 4: 5, 5: 4})
+    expect(scores(A, lay), same_token=0.0, other_sentence=0.0, previous=0.5, next=0.5)
+    # with WordPiece strings, every [UNK] would have equalled every other
+    plain = PairLayout(tokens=lay.tokens, segment=lay.segment, word=lay.word, special=lay.special)
+    assert plain.masks()["other_sentence"].sum() == 8
+
+
+def test_prefixed_byte_level_tokens_compare_by_their_text():
+    # <s> Ġstore s </s></s> store </s>: "Ġstore" and "store" both read "store" in the text
+    lay = PairLayout(tokens=("<s>", "Ġstore", "s", "</s>", "</s>", "store", "</s>"),
+                     segment=np.array([-1, 0, 0, -1, -1, 1, -1], dtype=np.int8),
+                     word=np.array([-1, 0, 0, -1, -1, 0, -1], dtype=np.int32),
+                     special=np.array([True, False, False, True, True, False, True]),
+                     identity=("<s>", "store", "s", "</s>", "</s>", "store", "</s>"))
+    A = onehot(7, {1: 5, 5: 1, 2: 1})
+    # same_word: "store" (1) puts nothing on its piece "s", "s" (2) everything on "store"
+    expect(scores(A, lay), other_sentence=1.0, same_word=0.5)
 
 
 # ------------------------------------------------------------------- next
