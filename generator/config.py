@@ -83,11 +83,31 @@ class AnalysisConfig(_Strict):
     group_masking: bool = True
     attribution: bool = True
     attribution_steps: Annotated[int, Field(ge=2, le=1000)] = 50
-    perturbed_masking: bool = True
+    perturbed_masking: Literal["auto"] | bool = Field(
+        "auto",
+        description="Perturbed masking (Wu et al. 2020): 'auto' runs it only on a checkpoint with a masked-LM head "
+                    "(trained to fill [MASK]); true runs it anyway and the page says which mask token stood in and "
+                    "why the reading is weaker; false never.")
     perturbed_layer: int = -1
     head_map: bool = True
     max_pairs: Annotated[int, Field(ge=0, le=10000)] = 4
     objective_pairs: Annotated[int, Field(ge=2, le=1_000_000)] = 256
+    input: Literal["joint", "separate"] = Field(
+        "separate",
+        description="Input of the similarity objective (and so of head importance): 'separate' encodes each sentence "
+                    "alone as [CLS] s [SEP], as a bi-encoder such as all-MiniLM-L6-v2 is used; 'joint' encodes "
+                    "[CLS] a [SEP] b [SEP] once, as the attention pages show it, and mean-pools each sentence's own "
+                    "tokens (a cross-encoder style reading).")
+    bootstrap_resamples: int = Field(
+        1000, ge=1, le=100_000,
+        description="Bootstrap resamples of the pairs for the 95% intervals of every head-ablation effect.")
+    head_map_pairs: int = Field(
+        200, ge=1, le=100_000,
+        description="Size of the seeded random sample of the corpus the head map (Clark et al. 2019) averages "
+                    "over; the same sample whatever pair_pages says.")
+    seed: int = Field(
+        0, ge=0,
+        description="Seed of the analyses' random draws (bootstrap resamples, the head map's sample of pairs).")
 
 
 class OutputConfig(_Strict):

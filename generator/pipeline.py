@@ -18,7 +18,7 @@ import numpy as np
 from generator import cache
 from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
 from generator.config import Config, Pair, corpus_fingerprint
-from generator.model import LoadedModel, effective_max_length, encode_pairs, load_model, resolve_model_path
+from generator.model import LoadedModel, encode_pairs, load_model, resolve_model_path
 from generator.patterns import PairLayout, ScoreSums
 from generator.scoring import HeadSummary, Showcase, compute_showcase, score_corpus, summarise_heads
 
@@ -190,7 +190,7 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
         # per-pair analyses (attribution) need the whole pair: truncated pairs are left out
         per_pair = analysis_pairs(heads, [i for i in page_pairs if not truncated[i]], acfg.max_pairs)
         analysis_key = cache.make_key("analysis", scores_key, acfg.model_dump(), labels.tolist(), per_pair,
-                                      sorted(showcase.attention), raw.compute.batch_size, _analysis_version())
+                                      raw.compute.batch_size, _analysis_version())
         hit = cache.load(folder, "analysis", analysis_key)
         if hit is None:
             lm = models.get()
@@ -201,9 +201,7 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
                 from generator.analysis.objective import load_task_model
 
                 task_lm = load_task_model(raw.model.name_or_path, acfg.objective, raw.compute.device)
-            analysis = run_analyses(acfg, lm, task_lm, pairs, encoded, labels, showcase.attention, per_pair,
-                                    # capped at the model's positions, as the pairs were
-                                    effective_max_length(lm, raw.model.max_length), raw.compute.batch_size)
+            analysis = run_analyses(acfg, lm, task_lm, pairs, encoded, labels, per_pair, raw.compute.batch_size)
             arrays, meta = analysis.to_cache()
             cache.store(folder, "analysis", analysis_key, arrays, meta)
             timings.update(analysis.timings)
