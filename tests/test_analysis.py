@@ -493,3 +493,29 @@ def test_head_distances_and_map():
     np.testing.assert_array_equal(coords, head_map(d))  # random_state=0: deterministic
     with pytest.raises(ValueError):
         head_distances([attentions[0], attentions[1][:1]])
+
+
+# ------------------------------------------------------------ input setting
+
+def test_joint_input_pools_each_sentence_over_its_own_tokens(lm):
+    """analysis.input: joint encodes [CLS] a [SEP] b [SEP] once and mean-pools
+    each sentence's own tokens; computed here literally, one pair at a time."""
+    objective = SimilarityObjective(lm, PAIRS, batch_size=3, input="joint")
+    got = objective.evaluate()
+    for p, pair in enumerate(PAIRS):
+        enc = lm.tokenizer(pair.a, pair.b, return_tensors="pt")
+        with torch.no_grad():
+            hidden = lm.model(**enc).last_hidden_state[0]
+        seq = enc.sequence_ids(0)
+        ids = enc["input_ids"][0].tolist()
+        special = {lm.tokenizer.cls_token_id, lm.tokenizer.sep_token_id}
+        a = [t for t, s in enumerate(seq) if s == 0 and ids[t] not in special]
+        b = [t for t, s in enumerate(seq) if s == 1 and ids[t] not in special]
+        want = torch.nn.functional.cosine_similarity(hidden[a].mean(0), hidden[b].mean(0), dim=0)
+        assert got.per_pair[p] == pytest.approx(float(want), abs=1e-5)
+    separate = SimilarityObjective(lm, PAIRS).evaluate()
+    assert not np.allclose(got.per_pair, separate.per_pair, atol=1e-3)  # the two inputs read differently
+    grad = gradient_importance(objective)  # one row per pair: the gradient batches follow the input
+    assert grad.pairs == len(PAIRS) and np.all(np.isfinite(grad.raw))
+    with pytest.raises(AtlasError):
+        SimilarityObjective(lm, PAIRS, input="both")

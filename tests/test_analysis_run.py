@@ -67,3 +67,27 @@ def test_head_map_sample_is_seeded_and_bounded():
     assert len(s) == 200 == len(set(s)) and s == sorted(s) and s == head_map_sample(1000, 200, seed=0)
     assert s != head_map_sample(1000, 200, seed=1)
     assert head_map_sample(5, 200, seed=0) == [0, 1, 2, 3, 4]
+
+
+def test_head_map_sample_does_not_change_with_pair_pages(tmp_path):
+    """The head map averages over a seeded sample of the corpus, not over the
+    pairs that get pages: the same sample and map for pair_pages examples and
+    all. Perturbed masking on 'auto' does not run on the default model (no
+    masked-LM head) and says so; analyses switched off say so."""
+    from conftest import small_corpus_items, write_project
+
+    from generator.config import load_config, load_corpus
+    from generator.pipeline import compute
+
+    results = []
+    for pages in ("examples", "all"):
+        path = write_project(tmp_path / pages, small_corpus_items(6), pair_pages=pages,
+                             analysis={"head_map": True, "head_map_pairs": 4, "perturbed_masking": "auto"})
+        cfg = load_config(path)
+        results.append(compute(cfg, load_corpus(cfg.corpus_path), progress=False).analysis)
+    examples, every = results
+    assert examples.head_map_sample == every.head_map_sample and len(examples.head_map_sample) == 4
+    np.testing.assert_array_equal(examples.head_coords, every.head_coords)
+    assert "no masked-LM head" in examples.skipped["perturbed_masking"]
+    assert "analysis.importance = false" in examples.skipped["importance"]
+    assert examples.inputs["head_map"]["input"] == "joint" and examples.impact == {}
