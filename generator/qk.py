@@ -1,6 +1,7 @@
 """How a head gets its attention: the query/key arithmetic of one head on one
-pair, and which neuron dimensions of q and k carry its pattern (Vig 2019,
-part 2, the "neuron view"; seeds article 000). Pure functions, no I/O.
+pair, and which neuron dimensions of q and k carry its pattern (Vig 2019, "A
+Multiscale Visualization of Attention in the Transformer Model", the "neuron
+view"), ranked by what moves the softmax. Pure functions, no I/O.
 """
 
 from __future__ import annotations

@@ -519,3 +519,24 @@ def test_joint_input_pools_each_sentence_over_its_own_tokens(lm):
     assert grad.pairs == len(PAIRS) and np.all(np.isfinite(grad.raw))
     with pytest.raises(AtlasError):
         SimilarityObjective(lm, PAIRS, input="both")
+
+
+def test_run_analyses_perturbed_masking_settings(lm, one_thread):
+    """perturbed_masking: auto skips a checkpoint without a masked-LM head and
+    says why; true runs it, recording the mask token and why the reading is
+    weaker. The objective truncates at the model's own position limit."""
+    from generator.analysis.run import model_position_limit, run_analyses
+    from generator.config import AnalysisConfig
+
+    small = tiny(lm)
+    encoded = encode_pairs(small, PAIRS[:2], 64)
+    labels = np.full((2, 2), "mixed", dtype=object)
+    settings = dict(importance=False, group_masking=False, attribution=False, head_map=False)
+    auto = run_analyses(AnalysisConfig(**settings), small, small, PAIRS[:2], encoded, labels, [0], 8)
+    assert auto.impact == {} and "no masked-LM head" in auto.skipped["perturbed_masking"]
+    forced = run_analyses(AnalysisConfig(perturbed_masking=True, **settings), small, small, PAIRS[:2], encoded,
+                          labels, [0], 8)
+    assert set(forced.impact) == {0} and forced.impact_mask_token == "[MASK]"
+    assert "never trained to fill [MASK]" in forced.impact_note and "perturbed_masking" not in forced.skipped
+    assert forced.inputs["perturbed_masking"]["input"] == "joint"
+    assert model_position_limit(small) == 128 and model_position_limit(lm) == lm.model.config.max_position_embeddings

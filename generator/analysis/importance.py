@@ -412,7 +412,9 @@ class GradientImportance:
     per-pair gradient, in units of the objective's loss per unit gate.
     ``normalized``: ``raw`` divided, layer by layer, by the L2 norm of that
     layer's row (their section 4.2, after Molchanov et al. 2017); a layer whose
-    row is all 0 stays 0. ``pairs``: how many pairs the mean is over.
+    row is all 0 stays 0. It only orders heads *within* a layer: compare
+    ``raw`` across layers and with the ablation effect. ``pairs``: how many
+    pairs the mean is over.
     """
 
     raw: np.ndarray

@@ -6,10 +6,14 @@ hook that is active (:func:`generator.analysis.importance.mask_heads`,
 :func:`generator.analysis.importance.gate_heads`) acts on them:
 
 ``similarity`` (any encoder, the default model included)
-    Sentences ``a`` and ``b`` are embedded *separately* as ``[CLS] s [SEP]``;
+    With ``input="separate"`` (the default, setting ``analysis.input``)
+    sentences ``a`` and ``b`` are embedded *separately* as ``[CLS] s [SEP]``;
     the embedding is the mean of the last hidden state over the non-padding
     tokens ([CLS] and [SEP] included), i.e. sentence-transformers' mean
-    pooling (Reimers & Gurevych 2019), which is how all-MiniLM-L6-v2 is used.
+    pooling (Reimers & Gurevych 2019, "Sentence-BERT"), which is how
+    all-MiniLM-L6-v2 is used. With ``input="joint"`` the pair is encoded once
+    as ``[CLS] a [SEP] b [SEP]`` and each sentence is pooled over its own
+    tokens (a cross-encoder style reading).
     Per-pair value: cosine similarity of the two embeddings, in [-1, 1].
     Corpus metric: the Spearman rank correlation between similarity and the
     pairs' ``label`` when every pair has a label and the labels are not all
@@ -35,7 +39,10 @@ hook that is active (:func:`generator.analysis.importance.mask_heads`,
     Per-pair value: 1.0 when the prediction equals the integer ``label``, else
     0.0. Corpus metric: accuracy. Loss: cross-entropy.
 
-How a metric *changes* under masking is :func:`metric_change`.
+How a metric *changes* under masking is :func:`metric_change`; the corpus
+metric of any (resampled) set of pairs is :func:`corpus_metric`. Every
+result also carries each pair's own loss (:attr:`ObjectiveResult.loss`), the
+quantity the gradients differentiate.
 """
 
 from __future__ import annotations

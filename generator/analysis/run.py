@@ -1,10 +1,16 @@
 """Run the enabled analyses of ``site_config.yml``'s ``analysis:`` section in
 the batch run and pack their results for the cache and the pages.
 
-Which heads matter (Michel et al. 2019; the seeds' article 001), which tokens
-drive the objective (integrated gradients, Sundararajan et al. 2017) and
-which tokens affect which (perturbed masking, Wu et al. 2020; article 004),
-and where heads sit relative to each other (Clark et al. 2019, §6).
+Which heads matter (Michel, Levy & Neubig 2019, "Are Sixteen Heads Really
+Better than One?"), which tokens drive the objective (integrated gradients,
+Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep Networks"),
+which words affect which (perturbed masking, Wu, Chen, Kao & Liu 2020,
+"Perturbed Masking: Parameter-free Probing for Analyzing and Interpreting
+BERT"), and where heads sit relative to each other (Clark, Khandelwal, Levy &
+Manning 2019, "What Does BERT Look At?", section 6). Every analysis that does
+not run is named in :attr:`AnalysisResults.skipped` with the reason, and every
+one that runs names its input (joint pair or each sentence alone) in
+:attr:`AnalysisResults.inputs`.
 """
 
 from __future__ import annotations
