@@ -382,10 +382,11 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
                 "tokens": list(a.tokens), "attributions": a.attributions.astype(np.float64), "value": a.value,
                 "baseline_value": a.baseline_value, "total": a.total, "delta": a.delta,
                 "relative_error": a.relative_error, "n_steps": a.n_steps,
-                "how_to_read": (f"Each token's share of f(x) - f(baseline) = {a.value:.3f} - {a.baseline_value:.3f} "
-                                f"= {a.value - a.baseline_value:+.3f}, where the baseline replaces every word by "
-                                f"padding: a token with a positive share moves the similarity from f(baseline) "
-                                f"towards f(x), a negative one away from it.")}
+                "how_to_read": (f"The shares of the tokens add up to f(x) - f(baseline) = {a.value:.3f} - "
+                                f"{a.baseline_value:.3f} = {a.value - a.baseline_value:+.3f}, where the baseline "
+                                f"(every word replaced by padding) already scores f(baseline) = "
+                                f"{a.baseline_value:.3f}: a positive share means the token raises the similarity "
+                                f"relative to that baseline, a negative share that it lowers it.")}
         res.timings["attribution_s"] = time.perf_counter() - t
         res.inputs["attribution"] = _input_note("separate", "integrated gradients of the similarity")
     if acfg.perturbed_masking is False:
