@@ -540,3 +540,23 @@ def test_run_analyses_perturbed_masking_settings(lm, one_thread):
     assert "never trained to fill [MASK]" in forced.impact_note and "perturbed_masking" not in forced.skipped
     assert forced.inputs["perturbed_masking"]["input"] == "joint"
     assert model_position_limit(small) == 128 and model_position_limit(lm) == lm.model.config.max_position_embeddings
+
+
+def test_run_analyses_attribution_reading_and_skip(lm, one_thread):
+    """Attribution states f(baseline) in its reading sentence; with an
+    objective other than similarity it does not run and says why."""
+    from generator.analysis.run import run_analyses
+    from generator.config import AnalysisConfig
+
+    off = dict(importance=False, group_masking=False, perturbed_masking=False, head_map=False)
+    small = tiny(lm)
+    encoded = encode_pairs(small, PAIRS[:2], 64)
+    labels = np.full((2, 2), "mixed", dtype=object)
+    res = run_analyses(AnalysisConfig(attribution_steps=4, **off), small, small, PAIRS[:2], encoded, labels, [1], 8)
+    at = res.attributions[1]
+    assert f"f(baseline) = {at['baseline_value']:.3f}" in at["how_to_read"]
+    assert res.inputs["attribution"]["input"] == "separate"
+    assert "analysis.perturbed_masking = false" in res.skipped["perturbed_masking"]
+    mlm_lm = tiny(lm, BertForMaskedLM)
+    res = run_analyses(AnalysisConfig(objective="mlm", **off), mlm_lm, mlm_lm, PAIRS[:2], encoded, labels, [1], 8)
+    assert res.attributions == {} and "'mlm'" in res.skipped["attribution"]
