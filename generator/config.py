@@ -118,8 +118,10 @@ class AnalysisConfig(_Strict):
     attribution_steps: Annotated[int, Field(ge=2, le=1000, description=(
         "Quadrature points of integrated gradients: forward and backward passes per analysed pair. More "
         "steps, smaller completeness error."))] = 50
-    perturbed_masking: bool = Field(True, description=(
-        "Wu et al. (2020)'s token-to-token impact matrix of each analysed pair: n^2 forward passes for n tokens."))
+    perturbed_masking: Literal["auto"] | bool = Field("auto", description=(
+        "Wu et al. (2020)'s whole-word impact matrix of each analysed pair: m^2 forward passes for m words. "
+        "`auto` runs it only on a checkpoint with a masked-LM head (trained to fill [MASK]); `true` runs it "
+        "anyway and the page says which mask token stood in and why the reading is weaker; `false` never."))
     perturbed_layer: int = Field(-1, description=(
         "The encoder layer whose output perturbed masking compares: 0 is the first; negative counts from "
         "the last (-1 = last). Checked against the model's layer count."))
@@ -131,6 +133,18 @@ class AnalysisConfig(_Strict):
     objective_pairs: Annotated[int, Field(ge=2, le=1_000_000, description=(
         "Head masking and gradients evaluate the objective on at most this many pairs, evenly spaced over "
         "the corpus; their cost grows linearly with it."))] = 256
+    input: Literal["joint", "separate"] = Field("separate", description=(
+        "Input of the similarity objective (and so of head importance): `separate` encodes each sentence "
+        "alone as [CLS] s [SEP], as a bi-encoder such as all-MiniLM-L6-v2 is used; `joint` encodes "
+        "[CLS] a [SEP] b [SEP] once, as the attention pages show it, and mean-pools each sentence's own "
+        "tokens (a cross-encoder style reading)."))
+    bootstrap_resamples: Annotated[int, Field(ge=1, le=100_000, description=(
+        "Bootstrap resamples of the pairs for the 95% intervals of every head-ablation effect."))] = 1000
+    head_map_pairs: Annotated[int, Field(ge=1, le=100_000, description=(
+        "Size of the seeded random sample of the corpus the head map (Clark et al. 2019) averages over; "
+        "the same sample whatever `pair_pages` says."))] = 200
+    seed: Annotated[int, Field(ge=0, description=(
+        "Seed of the analyses' random draws (bootstrap resamples, the head map's sample of pairs)."))] = 0
 
 
 class OutputConfig(_Strict):

@@ -308,7 +308,7 @@ def showcase_stage(run: BuildRun, scores_key: str, page_pairs: list[int], qk_pai
 
 
 def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[HeadSummary],
-                   page_pairs: list[int], showcase: Showcase) -> AnalysisResults | None:
+                   page_pairs: list[int]) -> AnalysisResults | None:
     """Run the enabled analyses of the ``analysis:`` section (head importance,
     Michel et al. 2019, "Are Sixteen Heads Really Better than One?"; integrated
     gradients, Sundararajan et al. 2017, "Axiomatic Attribution for Deep
@@ -318,7 +318,7 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
     Attention", section 6).
 
     Key: the score key, the ``analysis:`` section, the head labels, the pairs
-    analysed one by one, the pairs with attention, ``compute.batch_size`` and
+    analysed one by one, ``compute.batch_size`` and
     the pairs' ``label`` values (the objectives' targets).
 
     Args:
@@ -327,7 +327,6 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
         scores: its output (the model's shape; which pairs are truncated).
         heads: the labelled heads (for group masking and the analysed pairs).
         page_pairs: corpus indices of the pairs that get pages.
-        showcase: their attention (for the head map).
 
     Returns:
         The :class:`AnalysisResults`, or ``None`` when every analysis is off.
@@ -353,15 +352,14 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
     per_pair = analysis_pairs(heads, [i for i in page_pairs if not scores.truncated[i]], acfg.max_pairs)
     # the score key leaves the pairs' labels out (the model does not see them); the objectives use them
     key = cache.make_key("analysis", scores_key, acfg.model_dump(), labels.tolist(), per_pair,
-                         sorted(showcase.attention), raw.compute.batch_size, [p.label for p in run.pairs])
+                         raw.compute.batch_size, [p.label for p in run.pairs])
 
     def compute() -> AnalysisResults:
         lm = run.model()
         task_lm = lm if acfg.objective == "similarity" else load_model(raw.model.name_or_path, raw.compute.device,
                                                                        task=acfg.objective)
-        results = run_analyses(acfg, lm, task_lm, run.pairs, run.encoded(), labels, showcase.attention, per_pair,
-                               # capped at the model's positions, as the pairs were
-                               effective_max_length(lm, raw.model.max_length), raw.compute.batch_size)
+        results = run_analyses(acfg, lm, task_lm, run.pairs, run.encoded(), labels, per_pair,
+                               raw.compute.batch_size)
         run.timings.update(results.timings)
         return results
 
@@ -397,7 +395,7 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
     page_pairs = list(range(len(pairs))) if raw.pair_pages == "all" else example_pairs
     qk_pairs = sorted({h.examples[0] for h in heads if h.examples})
     showcase = showcase_stage(run, scores_key, page_pairs, qk_pairs)
-    analysis = analysis_stage(run, scores_key, scores, heads, page_pairs, showcase)
+    analysis = analysis_stage(run, scores_key, scores, heads, page_pairs)
     return AtlasData(model=scores.model, pairs=pairs, layouts=scores.layouts, truncated=scores.truncated,
                      pair_scores=scores.pair_scores, sums=scores.sums, heads=heads, showcase=showcase,
                      thresholds=cfg.thresholds, timings=run.timings, analysis=analysis,

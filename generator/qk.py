@@ -2,7 +2,7 @@
 pair, and which neuron dimensions of q and k carry its pattern (the "neuron
 view" of Vig 2019, "A Multiscale Visualization of Attention in the Transformer
 Model", section 3.3, and "Deconstructing BERT, Part 2: Visualizing the Inner
-Workings of Attention"). Pure functions, no I/O.
+Workings of Attention"), ranked by what moves the softmax. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -37,28 +37,65 @@ def pattern_pairs(layout: PairLayout, pattern: str) -> np.ndarray:
     return cells
 
 
-def pattern_neurons(q: np.ndarray, k: np.ndarray, layout: PairLayout, pattern: str, top: int = 5) -> dict:
-    """Which dimensions of q and k make a head attend along ``pattern``.
+#: how pattern_neurons ranks dimensions, for the pages
+NEURONS_METHOD = ("Dimensions are ranked by their contrast: q_i[t] k_j[t] minus its mean over all keys of query "
+                  "row i, averaged over the pattern's cells. Softmax ignores whatever a query row adds equally to "
+                  "every key (for example what the key bias adds), so only what a dimension adds to the pattern's "
+                  "keys beyond the row's other keys moves the attention; a dimension with a large but "
+                  "key-independent product is not ranked high.")
 
-    ``q``, ``k``: ``[n, d]`` for one head on one pair. For the cells (i, j)
-    of the pattern, ``contribution[d] = mean_{(i,j)} q_i[d] * k_j[d]`` (so
-    ``contribution.sum()`` is the mean q.k towards the pattern's keys, before
-    scaling); the same mean over the query rows' other keys is the contrast.
-    Returns ``{"dims": [top dims, largest contribution first], "values":
-    their contributions, "pattern_dot": mean q.k on the pattern cells,
-    "other_dot": on the other cells, "top_share": share of the summed
-    positive contributions carried by the top dims, "dims_for_80": how many
-    dims (largest first) it takes to reach 80% of the positive sum}``;
-    ``None`` entries when the pair has no cell of the pattern.
+
+def pattern_neurons(q: np.ndarray, k: np.ndarray, layout: PairLayout, pattern: str, top: int = 5) -> dict:
+    """Which dimensions of q and k make a head attend along ``pattern``
+    (the neuron view of Vig 2019, "A Multiscale Visualization of Attention in
+    the Transformer Model", ranked by contrast).
+
+    Softmax is invariant to adding the same amount to every logit of a query
+    row, so a dimension's share of the logit ``q_i . k_j`` only moves the
+    attention by how it differs between the row's keys. Each dimension ``t``
+    therefore gets the row-centred contribution
+
+        ``c_ij[t] = q_i[t] k_j[t] - mean_{j'} q_i[t] k_j'[t] = q_i[t] (k_j[t] - kbar_i[t])``
+
+    (``j'`` over all ``n`` keys of row ``i``), averaged over the pattern's
+    cells ``(i, j)``: ``contribution[t] = mean_{(i,j)} c_ij[t]``. Adding any
+    vector ``b`` to every key (a key bias: every ``q_i . k_j`` gains ``q_i .
+    b``) leaves it unchanged. ``contribution.sum()`` is how far above the row
+    mean the logits of the pattern's keys sit, before the ``1/sqrt(d)`` scale.
+
+    Args:
+        q: ``[n, d]`` queries of one head on one pair.
+        k: ``[n, d]`` keys.
+        layout: the pair's :class:`PairLayout`.
+        pattern: one of :data:`generator.config.PATTERNS`.
+        top: how many dimensions to return.
+
+    Returns:
+        ``{"dims": [top dims, largest contrast first], "values": their
+        row-centred contributions, "raw_values": their uncentred means of
+        ``q_i[t] k_j[t]`` over the cells, "pattern_dot": mean ``q.k`` on the
+        pattern cells (uncentred), "other_dot": on the query rows' other cells,
+        "pattern_contrast": ``contribution.sum()``, "top_share": share of the
+        summed positive contrast carried by the top dims, "dims_for_80": how
+        many dims (largest first) reach 80% of it, "method": one paragraph on
+        the ranking}``; empty / ``None`` entries when the pair has no cell of
+        the pattern.
+
+    Raises:
+        ValueError: for an unknown pattern.
     """
     cells = pattern_pairs(layout, pattern)
     rows = ~layout.special
     other = rows[:, None] & ~cells
-    prod = q[:, None, :].astype(np.float64) * k[None, :, :].astype(np.float64)  # [n, n, d]
     if not cells.any():
-        return {"dims": [], "values": [], "pattern_dot": None, "other_dot": None, "top_share": None,
-                "dims_for_80": None}
-    contribution = prod[cells].mean(axis=0)
+        return {"dims": [], "values": [], "raw_values": [], "pattern_dot": None, "other_dot": None,
+                "pattern_contrast": None, "top_share": None, "dims_for_80": None, "method": NEURONS_METHOD}
+    q64 = q.astype(np.float64)
+    k64 = k.astype(np.float64)
+    prod = q64[:, None, :] * k64[None, :, :]  # [n, n, d]
+    centred = prod - prod.mean(axis=1, keepdims=True)  # minus each row's mean over its keys
+    contribution = centred[cells].mean(axis=0)
+    raw = prod[cells].mean(axis=0)
     order = np.argsort(-contribution, kind="stable")
     positive = np.clip(contribution, 0, None)
     total = positive.sum()
@@ -67,8 +104,11 @@ def pattern_neurons(q: np.ndarray, k: np.ndarray, layout: PairLayout, pattern: s
     return {
         "dims": [int(x) for x in dims],
         "values": [float(contribution[x]) for x in dims],
-        "pattern_dot": float(contribution.sum()),
+        "raw_values": [float(raw[x]) for x in dims],
+        "pattern_dot": float(raw.sum()),
         "other_dot": float(prod[other].sum(-1).mean()) if other.any() else None,
+        "pattern_contrast": float(contribution.sum()),
         "top_share": float(positive[dims].sum() / total) if total > 0 else None,
         "dims_for_80": int(np.searchsorted(cumulative, 0.8) + 1) if total > 0 else None,
+        "method": NEURONS_METHOD,
     }

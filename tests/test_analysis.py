@@ -17,12 +17,13 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from generator.analysis.attribution import integrated_gradients
 from generator.analysis.headmap import head_distances, head_map
-from generator.analysis.importance import (ablation_importance, gate_heads, gradient_importance, group_masking,
-                                           heads_with_label, mask_heads, rank_correlation)
+from generator.analysis.importance import (ablation_importance, bootstrap_ablation, gate_heads, gradient_importance,
+                                           group_masking, heads_with_label, importance_order, mask_heads,
+                                           rank_correlation)
 from generator.analysis.objective import (ClassificationObjective, MaskedLMObjective, ObjectiveResult,
                                           SimilarityObjective, classification, metric_change, mlm,
                                           similarity)
-from generator.analysis.perturbed import impact_matrix
+from generator.analysis.perturbed import impact_matrix, masked_lm_head, word_units
 from generator.config import DEFAULT_MODEL, Pair
 from generator.errors import AtlasError
 from generator.model import LoadedModel, attention_for, encode_pairs, load_model
@@ -220,14 +221,20 @@ def test_ablation_baseline_and_changes(lm):
     plain = similarity(lm, PAIRS)
     assert result.baseline.metric == plain.metric
     np.testing.assert_array_equal(result.baseline.per_pair, plain.per_pair)
-    assert np.isnan(result.change[1, 1]) and result.change.shape == (lm.layers, lm.heads)
+    assert np.isnan(result.metric_change[1, 1]) and result.metric_change.shape == (lm.layers, lm.heads)
     full = ablation_importance(objective, heads, reuse_lower_layers=False)
-    np.testing.assert_array_equal(result.change, full.change)  # replaying lower layers is exact
+    np.testing.assert_array_equal(result.metric_change, full.metric_change)  # replaying lower layers is exact
+    np.testing.assert_array_equal(result.effect, full.effect)
+    target = (np.array([p.label for p in PAIRS]) - 1) / 3  # labels 1..4 scaled to [0, 1]
+    base_loss = (plain.per_pair - target) ** 2
     for layer, head in heads:
         with mask_heads(lm, [(layer, head)]):
             masked = similarity(lm, PAIRS)
-        assert result.change[layer, head] == pytest.approx(masked.metric - plain.metric, abs=1e-12)
+        assert result.metric_change[layer, head] == pytest.approx(masked.metric - plain.metric, abs=1e-12)
         assert result.metric[layer, head] == pytest.approx(masked.metric, abs=1e-12)
+        delta = (masked.per_pair - target) ** 2 - base_loss  # CosineSimilarityLoss per pair
+        assert result.effect[layer, head] == pytest.approx(np.mean(np.abs(delta)), abs=1e-12)
+        assert result.loss_change[layer, head] == pytest.approx(np.mean(delta), abs=1e-12)
 
 
 def test_gradient_importance_matches_finite_differences(lm):
@@ -256,12 +263,92 @@ def test_gradient_importance_is_mean_of_absolute_per_pair_gradients(lm):
 
 
 def test_rank_correlation_and_label_lookup():
-    a = np.array([[0.1, -0.5], [0.3, np.nan]])
+    a = np.array([[0.1, 0.5], [0.3, np.nan]])
     g = np.array([[1.0, 5.0], [3.0, 2.0]])
-    assert rank_correlation(a, g) == pytest.approx(1.0)  # |change| ranks 0.1 < 0.3 < 0.5
-    assert rank_correlation(a, g, absolute=False) == pytest.approx(0.5)  # -change ranks -0.3 < -0.1 < 0.5
+    assert rank_correlation(a, g) == pytest.approx(1.0)  # the NaN head is left out
+    assert rank_correlation(a, -g) == pytest.approx(-1.0)
     labels = np.array([["next", "broad"], ["broad", "mixed"]], dtype=object)
     assert heads_with_label(labels, "broad") == [(0, 1), (1, 0)]
+
+
+def test_like_for_like_rank_correlation_reproduces_a_literal_computation(lm, one_thread):
+    """Ablation effect and gradient importance of a tiny BERT, computed with
+    plain loops (one pair at a time, one head at a time, autograd on a gate
+    tensor), then Spearman's rho with scipy: the library gives the same."""
+    from scipy.stats import spearmanr
+
+    small = tiny(lm)
+    small.model.double()  # float64 throughout: batching and padding then change nothing visible
+    objective = SimilarityObjective(small, PAIRS, batch_size=3)
+    abl = ablation_importance(objective)
+    grad = gradient_importance(objective)
+    target = (np.array([p.label for p in PAIRS]) - 1) / 3
+    effect = np.zeros((2, 2))
+    gradient = np.zeros((2, 2))
+    for p, pair in enumerate(PAIRS):
+        def loss(gates):
+            with gate_heads(small, gates):
+                cos = SimilarityObjective(small, [pair.model_copy(update={"label": None})])._cosines([0])[0]
+            return (cos - target[p]) ** 2
+        gates = torch.ones(2, 2, requires_grad=True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(loss(gates), gates)
+        gradient += np.abs(g.double().numpy()) / len(PAIRS)
+        with torch.no_grad():
+            base = float(loss(torch.ones(2, 2)))
+            for layer in range(2):
+                for head in range(2):
+                    gates = torch.ones(2, 2)
+                    gates[layer, head] = 0.0
+                    effect[layer, head] += abs(float(loss(gates)) - base) / len(PAIRS)
+    np.testing.assert_allclose(abl.effect, effect, rtol=1e-8)
+    np.testing.assert_allclose(grad.raw, gradient, rtol=1e-6)  # the library's gates are float32
+    want = spearmanr(effect.reshape(-1), gradient.reshape(-1)).statistic
+    assert rank_correlation(abl.effect, grad.raw) == pytest.approx(want, abs=1e-12)
+
+
+def test_bootstrap_intervals_match_a_literal_bootstrap(lm, one_thread):
+    """The intervals equal a loop that draws the same resamples, recomputes
+    Spearman's rho (scipy) masked and unmasked and the mean |loss change|,
+    and takes the 2.5 / 97.5 percentiles."""
+    from scipy.stats import spearmanr
+
+    small = tiny(lm)
+    pairs = PAIRS + [Pair(id=f"x{k}", a=f"Sentence number {k} is here.", b=f"Here is sentence {k + 1}.",
+                          label=float(k % 5)) for k in range(6)]
+    objective = SimilarityObjective(small, pairs)
+    abl = ablation_importance(objective)
+    ci = bootstrap_ablation(abl, labels=objective.labels, resamples=200, seed=7)
+    rng = np.random.default_rng(7)
+    draws = rng.integers(0, len(pairs), size=(200, len(pairs)))
+    labels = objective.labels
+    for layer in range(2):
+        for head in range(2):
+            effects, changes, signed = [], [], []
+            for idx in draws:
+                d = abl.masked_loss[layer, head, idx] - abl.baseline.loss[idx]
+                effects.append(np.mean(np.abs(d)))
+                signed.append(np.mean(d))
+                changes.append(spearmanr(abl.masked_per_pair[layer, head, idx], labels[idx]).statistic
+                               - spearmanr(abl.baseline.per_pair[idx], labels[idx]).statistic)
+            np.testing.assert_allclose(ci.effect[layer, head], np.percentile(effects, [2.5, 97.5]), rtol=1e-10)
+            np.testing.assert_allclose(ci.loss_change[layer, head], np.percentile(signed, [2.5, 97.5]), rtol=1e-10)
+            np.testing.assert_allclose(ci.metric_change[layer, head], np.percentile(changes, [2.5, 97.5]),
+                                       rtol=1e-9, atol=1e-12)
+            low, high = ci.metric_change[layer, head]
+            assert ci.metric_change_overlaps_zero[layer, head] == (low <= 0 <= high)
+    # the point estimate lies inside its interval
+    assert np.all(ci.effect[..., 0] <= abl.effect) and np.all(abl.effect <= ci.effect[..., 1])
+
+
+def test_importance_order_hurts_most_first():
+    change = np.array([[-0.02, 0.01], [-0.05, -0.02]])  # Spearman change when masked: lower = hurts
+    effect = np.array([[0.1, 0.2], [0.3, 0.4]])
+    assert importance_order(change, effect, directed=True) == [(1, 0), (1, 1), (0, 0), (0, 1)]  # tie by effect
+    assert importance_order(-change, effect, directed=True, higher_is_better=False)[0] == (1, 0)
+    assert importance_order(change, effect, directed=False) == [(1, 1), (1, 0), (0, 1), (0, 0)]
+    change[0, 0] = np.nan
+    assert importance_order(change, effect, directed=True)[-1] == (0, 0)
 
 
 def test_group_masking_moves_only_later_layers(lm):
@@ -291,7 +378,8 @@ def test_integrated_gradients_completeness_on_vig_pair(lm):
 
 # --------------------------------------------------------- perturbed masking
 
-def _impact_direct(lm: LoadedModel, ids: torch.Tensor, types: torch.Tensor, positions: list[int], layer: int):
+def _impact_direct(lm: LoadedModel, ids: torch.Tensor, types: torch.Tensor, words: list[list[int]], layer: int):
+    """Wu et al.'s whole-word impact, one forward pass at a time."""
     def hidden(masked: list[int]) -> torch.Tensor:
         x = ids.clone()
         x[masked] = lm.tokenizer.mask_token_id
@@ -299,29 +387,76 @@ def _impact_direct(lm: LoadedModel, ids: torch.Tensor, types: torch.Tensor, posi
             return lm.model(input_ids=x[None], token_type_ids=types[None],
                             output_hidden_states=True).hidden_states[layer + 1][0]
     out = np.full((len(ids), len(ids)), np.nan)
-    for i in positions:
-        hi = hidden([i])[i]
-        for j in positions:
-            out[i, j] = 0.0 if i == j else float(torch.linalg.vector_norm(hi - hidden([i, j])[i]))
+    for wi in words:
+        hi = hidden(wi)[wi].mean(0)
+        for wj in words:
+            value = 0.0 if wi == wj else float(torch.linalg.vector_norm(hi - hidden(wi + wj)[wi].mean(0)))
+            for i in wi:
+                out[i, wj] = value
     return out
 
 
-@pytest.mark.parametrize("include_special,layer", [(False, -1), (True, 0)])
-def test_perturbed_masking_matches_direct_computation(lm, one_thread, include_special, layer):
+def test_whole_word_units_cover_every_piece(lm):
+    pair = encode_pairs(lm, [VIG], 64)[0]
+    tokens = pair.layout.tokens
+    units = [[tokens[t] for t in u] for u in word_units(pair.layout)]
+    assert ["straw", "##berries"] in units  # masking "strawberries" masks both pieces
+    assert sum(len(u) for u in units) == int((~pair.layout.special).sum())
+
+
+@pytest.mark.parametrize("layer", [-1, 0])
+def test_perturbed_masking_matches_direct_computation(lm, one_thread, layer):
     small = tiny(lm)
     pair = encode_pairs(small, [VIG], 64)[0]
-    got = impact_matrix(small, pair, layer=layer, batch_size=17, include_special=include_special)
+    got = impact_matrix(small, pair, layer=layer, batch_size=17)
     n = len(pair.input_ids)
-    positions = [i for i in range(n) if include_special or not pair.layout.special[i]]
+    words = [u.tolist() for u in word_units(pair.layout)]
     want = _impact_direct(small, torch.as_tensor(pair.input_ids), torch.as_tensor(pair.token_type_ids),
-                          positions, layer % small.layers)
+                          words, layer % small.layers)
     assert got.shape == (n, n) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    assert np.all(np.diag(got)[positions] == 0)
-    if not include_special:
-        assert np.isnan(got[0]).all() and np.isnan(got[:, -1]).all()
+    straw = pair.layout.tokens.index("straw")
+    assert got[straw, straw + 1] == 0 and got[straw + 1, 0 + 1] == got[straw, 1]  # one value per word pair
+    assert np.isnan(got[0]).all() and np.isnan(got[:, -1]).all()
     with pytest.raises(ValueError):
         impact_matrix(small, pair, layer=2)
+
+
+def test_whole_word_masking_masks_every_piece(lm, one_thread):
+    """The sequences impact_matrix runs with "strawberries" masked hold no
+    piece of it: every forward pass is captured and checked."""
+    small = tiny(lm)
+    pair = encode_pairs(small, [VIG], 64)[0]
+    tokens = list(pair.layout.tokens)
+    straw = tokens.index("straw")
+    seen = []
+    handle = small.model.embeddings.register_forward_hook(lambda m, args, out: None)
+    handle.remove()
+    handle = small.model.embeddings.word_embeddings.register_forward_hook(
+        lambda m, args, out: seen.append(args[0].clone()))
+    try:
+        impact_matrix(small, pair, batch_size=1000)
+    finally:
+        handle.remove()
+    rows = torch.cat(seen)
+    mask = small.tokenizer.mask_token_id
+    hit = rows[:, straw] == mask
+    assert hit.any()
+    assert torch.all(rows[hit, straw + 1] == mask)  # never "straw" hidden while "##berries" shows
+    assert torch.all((rows[:, straw] == mask) == (rows[:, straw + 1] == mask))
+
+
+def test_masked_lm_head_detection(lm, tmp_path):
+    assert masked_lm_head(lm) is None  # all-MiniLM-L6-v2: a bare BertModel
+    small = tiny(lm, BertForMaskedLM)
+    small.model.config.architectures = ["BertForMaskedLM"]
+    assert "BertForMaskedLM" in masked_lm_head(small)
+    bare = tiny(lm)
+    bare.model.config.architectures = ["BertModel"]
+    tiny(lm, BertForMaskedLM).model.save_pretrained(tmp_path)
+    from dataclasses import replace
+    # the weight names alone tell, when the loaded config does not say so
+    assert masked_lm_head(replace(bare, name_or_path=str(tmp_path))).startswith("weights: cls.predictions")
 
 
 # ------------------------------------------------------------------ head map
@@ -350,3 +485,70 @@ def test_head_distances_and_map():
     np.testing.assert_array_equal(coords, head_map(d))  # random_state=0: deterministic
     with pytest.raises(ValueError):
         head_distances([attentions[0], attentions[1][:1]])
+
+
+# ------------------------------------------------------------ input setting
+
+def test_joint_input_pools_each_sentence_over_its_own_tokens(lm):
+    """analysis.input: joint encodes [CLS] a [SEP] b [SEP] once and mean-pools
+    each sentence's own tokens; computed here literally, one pair at a time."""
+    objective = SimilarityObjective(lm, PAIRS, batch_size=3, input="joint")
+    got = objective.evaluate()
+    for p, pair in enumerate(PAIRS):
+        enc = lm.tokenizer(pair.a, pair.b, return_tensors="pt")
+        with torch.no_grad():
+            hidden = lm.model(**enc).last_hidden_state[0]
+        seq = enc.sequence_ids(0)
+        ids = enc["input_ids"][0].tolist()
+        special = {lm.tokenizer.cls_token_id, lm.tokenizer.sep_token_id}
+        a = [t for t, s in enumerate(seq) if s == 0 and ids[t] not in special]
+        b = [t for t, s in enumerate(seq) if s == 1 and ids[t] not in special]
+        want = torch.nn.functional.cosine_similarity(hidden[a].mean(0), hidden[b].mean(0), dim=0)
+        assert got.per_pair[p] == pytest.approx(float(want), abs=1e-5)
+    separate = SimilarityObjective(lm, PAIRS).evaluate()
+    assert not np.allclose(got.per_pair, separate.per_pair, atol=1e-3)  # the two inputs read differently
+    grad = gradient_importance(objective)  # one row per pair: the gradient batches follow the input
+    assert grad.pairs == len(PAIRS) and np.all(np.isfinite(grad.raw))
+    with pytest.raises(AtlasError):
+        SimilarityObjective(lm, PAIRS, input="both")
+
+
+def test_run_analyses_perturbed_masking_settings(lm, one_thread):
+    """perturbed_masking: auto skips a checkpoint without a masked-LM head and
+    says why; true runs it, recording the mask token and why the reading is
+    weaker. The objective truncates at the model's own position limit."""
+    from generator.analysis.run import model_position_limit, run_analyses
+    from generator.config import AnalysisConfig
+
+    small = tiny(lm)
+    encoded = encode_pairs(small, PAIRS[:2], 64)
+    labels = np.full((2, 2), "mixed", dtype=object)
+    settings = dict(importance=False, group_masking=False, attribution=False, head_map=False)
+    auto = run_analyses(AnalysisConfig(**settings), small, small, PAIRS[:2], encoded, labels, [0], 8)
+    assert auto.impact == {} and "no masked-LM head" in auto.skipped["perturbed_masking"]
+    forced = run_analyses(AnalysisConfig(perturbed_masking=True, **settings), small, small, PAIRS[:2], encoded,
+                          labels, [0], 8)
+    assert set(forced.impact) == {0} and forced.impact_mask_token == "[MASK]"
+    assert "never trained to fill [MASK]" in forced.impact_note and "perturbed_masking" not in forced.skipped
+    assert forced.inputs["perturbed_masking"]["input"] == "joint"
+    assert model_position_limit(small) == 128 and model_position_limit(lm) == lm.model.config.max_position_embeddings
+
+
+def test_run_analyses_attribution_reading_and_skip(lm, one_thread):
+    """Attribution states f(baseline) in its reading sentence; with an
+    objective other than similarity it does not run and says why."""
+    from generator.analysis.run import run_analyses
+    from generator.config import AnalysisConfig
+
+    off = dict(importance=False, group_masking=False, perturbed_masking=False, head_map=False)
+    small = tiny(lm)
+    encoded = encode_pairs(small, PAIRS[:2], 64)
+    labels = np.full((2, 2), "mixed", dtype=object)
+    res = run_analyses(AnalysisConfig(attribution_steps=4, **off), small, small, PAIRS[:2], encoded, labels, [1], 8)
+    at = res.attributions[1]
+    assert f"f(baseline) = {at['baseline_value']:.3f}" in at["how_to_read"]
+    assert res.inputs["attribution"]["input"] == "separate"
+    assert "analysis.perturbed_masking = false" in res.skipped["perturbed_masking"]
+    mlm_lm = tiny(lm, BertForMaskedLM)
+    res = run_analyses(AnalysisConfig(objective="mlm", **off), mlm_lm, mlm_lm, PAIRS[:2], encoded, labels, [1], 8)
+    assert res.attributions == {} and "'mlm'" in res.skipped["attribution"]

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import write_project
 from generator import yamlio
-from generator.config import PATTERNS, Pair, load_config, load_corpus, slug, with_overrides
+from generator.config import PATTERNS, Pair, load_config, load_corpus, load_corpus_meta, slug, with_overrides
 from generator.errors import AtlasError
 from generator.figures import escape_tokens, json_for_script
 
@@ -275,10 +275,25 @@ def test_empty_corpus(tmp_path, text):
     assert msg == f"{path}: the corpus has no pairs; add at least one pair (id, a, b)"
 
 
-@pytest.mark.parametrize("text", ["id: p0\na: x\nb: y\n", "just text\n", "42\n"])
+@pytest.mark.parametrize("text", ["just text\n", "42\n"])
 def test_corpus_not_a_list(tmp_path, text):
     path, msg = corpus_error(tmp_path, text)
-    assert msg == f"{path}:1: the corpus must be a YAML list of pairs (each '- id: ..., a: ..., b: ...')"
+    assert msg == f"{path}:1: the corpus must be a YAML list of pairs (each '- id: ..., a: ..., b: ...') or a mapping with 'pairs:'"
+
+
+def test_corpus_mapping_without_pairs(tmp_path):
+    """A single pair written without the leading '-' reads as a mapping: the
+    error says what a mapping needs."""
+    path, msg = corpus_error(tmp_path, "id: p0\na: x\nb: y\n")
+    assert msg == (f"{path}:1: a corpus written as a mapping needs a 'pairs:' list (next to the optional name, "
+                   "description, source, license)")
+
+
+def test_corpus_mapping_with_metadata(tmp_path):
+    path = tmp_path / "corpus.yml"
+    path.write_text("name: Tiny\nlicense: CC0\npairs:\n  - {id: p0, a: x, b: y}\n", encoding="utf-8")
+    assert [p.id for p in load_corpus(path)] == ["p0"]
+    assert load_corpus_meta(path).shown() == {"name": "Tiny", "license": "CC0"}
 
 
 def test_corpus_missing_file(tmp_path):

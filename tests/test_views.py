@@ -88,7 +88,9 @@ def test_pattern_neurons_find_the_dimension_that_matches():
     k[lay.special, 3] = 3.0
     out = pattern_neurons(q, k, lay, "delimiter", top=3)
     assert out["dims"][0] == 3
-    assert out["values"][0] == pytest.approx(6.0, abs=1e-3)
+    assert out["raw_values"][0] == pytest.approx(6.0, abs=1e-3)  # q_3 k_3 = 2 * 3 at the delimiters
+    # row-centred: the contribution less its mean over each query's keys, so positive
+    assert 0 < out["values"][0] < out["raw_values"][0]
     assert out["pattern_dot"] == pytest.approx(6.0, abs=1e-2)
     assert out["other_dot"] == pytest.approx(0.0, abs=1e-2)
     assert out["top_share"] > 0.99 and out["dims_for_80"] == 1

@@ -6,13 +6,14 @@ scalar objective, with computation only (no I/O, no rendering):
 
 * :mod:`generator.analysis.objective`   the scalar objectives (sentence
   similarity, masked-LM pseudo-log-likelihood, classification accuracy);
-* :mod:`generator.analysis.importance`  head masking, ablation importance,
-  Michel et al. (2019) gradient importance, their rank correlation and group
-  masking;
+* :mod:`generator.analysis.importance`  head masking, ablation importance
+  with bootstrap intervals, Michel et al. (2019) gradient importance, their
+  like-for-like rank correlation, the "hurts most" ordering and group masking;
 * :mod:`generator.analysis.attribution` integrated gradients of the
   similarity of one pair (Sundararajan et al. 2017, with captum);
-* :mod:`generator.analysis.perturbed`   Wu et al. (2020) perturbed-masking
-  impact matrix of one pair;
+* :mod:`generator.analysis.perturbed`   Wu et al. (2020) whole-word
+  perturbed-masking impact matrix of one pair, and whether a checkpoint has
+  the masked-LM head that reading needs;
 * :mod:`generator.analysis.headmap`     Clark et al. (2019) Jensen-Shannon
   distances between heads and their 2-D MDS map.
 

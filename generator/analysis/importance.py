@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from generator.analysis.objective import Objective, ObjectiveResult, metric_change, spearman
+from generator.analysis.objective import Objective, ObjectiveResult, corpus_metric, metric_change, spearman
 from generator.model import (EncodedPair, LoadedModel, attention_for, encoder_layers, length_sorted_batches,
                              module_hooks)
 
@@ -119,18 +119,37 @@ def heads_with_label(labels: np.ndarray, label: str) -> list[Head]:
 
 @dataclass(frozen=True)
 class AblationImportance:
-    """Each head masked alone.
+    """Each head masked alone (Michel et al. 2019, "Are Sixteen Heads Really
+    Better than One?", section 3.1).
 
-    ``baseline``: the objective with no head masked. ``change``: ``[layers,
-    heads]`` float64, :func:`metric_change` of the objective with that head
-    masked (signed masked - baseline, or the mean absolute per-pair change for
-    an unlabelled similarity). ``metric``: ``[layers, heads]`` the corpus
-    metric with that head masked. Heads not evaluated are NaN.
+    ``baseline``: the objective with no head masked. Arrays ``[layers,
+    heads]`` float64 (NaN for heads not evaluated):
+
+    * ``effect``: ``mean_p |L'_p - L_p|``, the mean over pairs of the absolute
+      change of each pair's own loss ``L_p`` (:attr:`ObjectiveResult.loss`)
+      when the head alone is masked. It is the quantity Michel et al.'s
+      gradient importance ``E_p |dL_p/dxi|`` approximates to first order
+      (``L_p(xi=0) - L_p(xi=1) ~ -dL_p/dxi``), so the two compare like for like.
+      Units: the objective's loss.
+    * ``loss_change``: ``mean_p (L'_p - L_p)``, signed: > 0 when masking the
+      head raises the loss on average (the head helps), < 0 when it lowers it.
+    * ``metric_change``: ``masked.metric - baseline.metric``, the signed change
+      of the corpus metric (e.g. Spearman's rho between similarity and labels);
+      a rank statistic of the whole corpus, not a per-pair quantity.
+    * ``metric``: the corpus metric with that head masked.
+
+    ``masked_per_pair`` / ``masked_loss``: ``[layers, heads, pairs]`` the
+    per-pair value and loss with that head masked (what the bootstrap of
+    :func:`bootstrap_ablation` resamples).
     """
 
     baseline: ObjectiveResult
-    change: np.ndarray
+    effect: np.ndarray
+    loss_change: np.ndarray
+    metric_change: np.ndarray
     metric: np.ndarray
+    masked_per_pair: np.ndarray
+    masked_loss: np.ndarray
 
 
 class _LayerReplay:
@@ -225,15 +244,148 @@ def ablation_importance(objective: Objective, heads: Iterable[Head] | None = Non
             replay = None
     else:
         baseline = objective.evaluate()
-    change = np.full((lm.layers, lm.heads), np.nan)
-    metric = np.full((lm.layers, lm.heads), np.nan)
+    if baseline.loss is None:
+        raise ValueError(f"ablation importance: the {objective.name} objective gives no per-pair loss")
+    shape = (lm.layers, lm.heads)
+    effect, loss_change, change, metric = (np.full(shape, np.nan) for _ in range(4))
+    masked_per_pair = np.full((*shape, objective.n_pairs), np.nan)
+    masked_loss = np.full((*shape, objective.n_pairs), np.nan)
     for layer, head in tqdm(heads, desc="head ablation", unit="head", disable=not progress, leave=False):
         reuse = replay.replaying(layer) if replay is not None else contextlib.nullcontext()
         with mask_heads(lm, [(layer, head)]), reuse:
             masked = objective.evaluate()
-        change[layer, head] = metric_change(baseline, masked)
+        delta = masked.loss - baseline.loss
+        effect[layer, head] = float(np.mean(np.abs(delta)))
+        loss_change[layer, head] = float(np.mean(delta))
+        change[layer, head] = float(masked.metric - baseline.metric)
         metric[layer, head] = masked.metric
-    return AblationImportance(baseline=baseline, change=change, metric=metric)
+        masked_per_pair[layer, head] = masked.per_pair
+        masked_loss[layer, head] = masked.loss
+    return AblationImportance(baseline=baseline, effect=effect, loss_change=loss_change, metric_change=change,
+                              metric=metric, masked_per_pair=masked_per_pair, masked_loss=masked_loss)
+
+
+# ------------------------------------------------------------------ bootstrap
+
+@dataclass(frozen=True)
+class AblationIntervals:
+    """Percentile bootstrap intervals of the ablation effects (Efron &
+    Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13), resampling
+    pairs with replacement.
+
+    ``effect`` / ``loss_change`` / ``metric_change``: ``[layers, heads, 2]``
+    float64, ``[low, high]`` of the interval of the same-named field of
+    :class:`AblationImportance` (for a corpus metric such as Spearman's rho,
+    the metric is recomputed on each resample, masked minus unmasked on the
+    same resampled pairs). ``*_overlaps_zero``: ``[layers, heads]`` bool,
+    ``low <= 0 <= high`` (no evidence of a non-zero effect at that level).
+    ``level``: e.g. 0.95; ``resamples``; ``seed`` of
+    ``numpy.random.default_rng``. NaN / False for heads not evaluated.
+    """
+
+    effect: np.ndarray
+    loss_change: np.ndarray
+    metric_change: np.ndarray
+    effect_overlaps_zero: np.ndarray
+    loss_change_overlaps_zero: np.ndarray
+    metric_change_overlaps_zero: np.ndarray
+    level: float
+    resamples: int
+    seed: int
+
+
+def bootstrap_indices(n_pairs: int, resamples: int, seed: int) -> np.ndarray:
+    """``[resamples, n_pairs]`` int: pair indices drawn with replacement by
+    ``numpy.random.default_rng(seed).integers`` (the same draws for every
+    head, so heads are compared on the same resamples)."""
+    return np.random.default_rng(seed).integers(0, n_pairs, size=(resamples, n_pairs))
+
+
+def _overlaps_zero(ci: np.ndarray) -> np.ndarray:
+    return (ci[..., 0] <= 0) & (ci[..., 1] >= 0)
+
+
+def bootstrap_ablation(ablation: AblationImportance, *, labels: np.ndarray | None = None, resamples: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> AblationIntervals:
+    """Bootstrap intervals over pairs of every ablation effect.
+
+    Args:
+        ablation: from :func:`ablation_importance`.
+        labels: ``[pairs]`` the labels the corpus metric uses (the
+            similarity objective's ``labels`` for Spearman's rho), else None.
+        resamples: number of bootstrap resamples (``B``).
+        seed: seed of the resampling generator (fixed: the same intervals on
+            every run).
+        level: coverage of the percentile interval, in (0, 1).
+
+    Returns:
+        :class:`AblationIntervals`.
+
+    Raises:
+        ValueError: for ``resamples < 1`` or ``level`` outside (0, 1).
+    """
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"bootstrap needs resamples >= 1 and 0 < level < 1, not {resamples} and {level}")
+    base = ablation.baseline
+    idx = bootstrap_indices(base.per_pair.shape[0], resamples, seed)  # [B, P]
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    base_metric = corpus_metric(base.metric_name, base.per_pair[idx], labels=None if labels is None else labels[idx],
+                                tokens=None if base.tokens is None else base.tokens[idx])  # [B]
+    shape = ablation.effect.shape
+    cis = {name: np.full((*shape, 2), np.nan) for name in ("effect", "loss_change", "metric_change")}
+    for layer, head in zip(*np.nonzero(~np.isnan(ablation.effect))):
+        delta = ablation.masked_loss[layer, head] - base.loss  # [P]
+        d = delta[idx]  # [B, P]
+        cis["effect"][layer, head] = np.percentile(np.abs(d).mean(1), q)
+        cis["loss_change"][layer, head] = np.percentile(d.mean(1), q)
+        masked = corpus_metric(base.metric_name, ablation.masked_per_pair[layer, head][idx],
+                               labels=None if labels is None else labels[idx],
+                               tokens=None if base.tokens is None else base.tokens[idx])
+        change = masked - base_metric
+        cis["metric_change"][layer, head] = np.percentile(change[~np.isnan(change)], q) if np.any(
+            ~np.isnan(change)) else np.nan
+    return AblationIntervals(**cis, **{f"{k}_overlaps_zero": _overlaps_zero(v) for k, v in cis.items()},
+                             level=level, resamples=resamples, seed=seed)
+
+
+def importance_order(metric_change: np.ndarray, effect: np.ndarray, *, directed: bool,
+                     higher_is_better: bool = True) -> list[Head]:
+    """Heads ordered "whose masking hurts most" first: the one ordering the
+    atlas uses (group masking's "5 heads that hurt most", the importance page).
+
+    Args:
+        metric_change: ``[layers, heads]`` signed change of the corpus metric
+            when the head alone is masked (:attr:`AblationImportance.metric_change`).
+        effect: ``[layers, heads]`` mean absolute per-pair loss change
+            (:attr:`AblationImportance.effect`), the tie-breaker, and the
+            ordering itself when the metric has no direction.
+        directed: whether the metric has a better direction (Spearman's rho,
+            PLL per token, accuracy); the mean similarity of unlabelled pairs
+            has none (``metric_name == "mean_similarity"``).
+        higher_is_better: the metric's direction when ``directed``.
+
+    Returns:
+        every head ``(layer, head)``: directed, by the metric's worsening
+        (largest drop of a higher-is-better metric first), ties by larger
+        ``effect``; undirected, by ``effect`` descending; then head order.
+        Heads NaN in the sort key come last.
+
+    Raises:
+        ValueError: when the two arrays differ in shape.
+    """
+    m = np.asarray(metric_change, dtype=np.float64)
+    e = np.asarray(effect, dtype=np.float64)
+    if m.shape != e.shape or m.ndim != 2:
+        raise ValueError(f"metric_change {m.shape} and effect {e.shape} must be the same [layers, heads] shape")
+    worse = (-m if higher_is_better else m).reshape(-1)
+    size = e.reshape(-1)
+    flat = range(m.size)
+    if directed:
+        key = [(np.isnan(worse[k]), -np.nan_to_num(worse[k]), np.isnan(size[k]), -np.nan_to_num(size[k]), k)
+               for k in flat]
+    else:
+        key = [(np.isnan(size[k]), -np.nan_to_num(size[k]), k) for k in flat]
+    return [divmod(int(k[-1]), m.shape[1]) for k in sorted(key)]
 
 
 # ------------------------------------------------------------------ gradients
@@ -247,7 +399,9 @@ class GradientImportance:
     per-pair gradient, in units of the objective's loss per unit gate.
     ``normalized``: ``raw`` divided, layer by layer, by the L2 norm of that
     layer's row (their section 4.2, after Molchanov et al. 2017); a layer whose
-    row is all 0 stays 0. ``pairs``: how many pairs the mean is over.
+    row is all 0 stays 0. It only orders heads *within* a layer: compare
+    ``raw`` across layers and with the ablation effect. ``pairs``: how many
+    pairs the mean is over.
     """
 
     raw: np.ndarray
@@ -287,21 +441,28 @@ def gradient_importance(objective: Objective) -> GradientImportance:
     return GradientImportance(raw=raw, normalized=normalized, pairs=pairs)
 
 
-def rank_correlation(ablation_change: np.ndarray, gradient: np.ndarray, absolute: bool = True) -> float:
-    """Spearman rank correlation between ablation and gradient importance over
-    the heads (both ``[layers, heads]``, flattened; heads NaN in either are
-    left out).
+def rank_correlation(ablation_effect: np.ndarray, gradient: np.ndarray) -> float:
+    """Spearman rank correlation over the heads between ablation and gradient
+    importance measured on the same quantity: :attr:`AblationImportance.effect`
+    (``mean_p |L'_p - L_p|``) and :attr:`GradientImportance.raw` (``E_p
+    |dL_p/dxi|``, Michel et al. 2019 eq. 3, not layer-normalised: the layer
+    norm only orders heads within a layer).
 
-    ``absolute``: rank the ablation by ``|change|`` (the size of the effect,
-    comparable with the unsigned gradient importance); with ``False`` by
-    ``-change`` (the drop of the metric). Returns NaN for fewer than 2 heads or
-    a constant array. Raises :class:`ValueError` for shapes that differ.
+    Args:
+        ablation_effect: ``[layers, heads]``.
+        gradient: ``[layers, heads]``.
+
+    Returns:
+        rho over the heads not NaN in either; NaN for fewer than 2 heads or a
+        constant array.
+
+    Raises:
+        ValueError: for shapes that differ.
     """
-    a = np.asarray(ablation_change, dtype=np.float64)
+    a = np.asarray(ablation_effect, dtype=np.float64)
     g = np.asarray(gradient, dtype=np.float64)
     if a.shape != g.shape:
         raise ValueError(f"ablation {a.shape} and gradient {g.shape} importance must have the same shape")
-    a = np.abs(a) if absolute else -a
     keep = ~(np.isnan(a) | np.isnan(g))
     return spearman(a[keep], g[keep])
 

@@ -6,10 +6,14 @@ hook that is active (:func:`generator.analysis.importance.mask_heads`,
 :func:`generator.analysis.importance.gate_heads`) acts on them:
 
 ``similarity`` (any encoder, the default model included)
-    Sentences ``a`` and ``b`` are embedded *separately* as ``[CLS] s [SEP]``;
+    With ``input="separate"`` (the default, setting ``analysis.input``)
+    sentences ``a`` and ``b`` are embedded *separately* as ``[CLS] s [SEP]``;
     the embedding is the mean of the last hidden state over the non-padding
     tokens ([CLS] and [SEP] included), i.e. sentence-transformers' mean
-    pooling (Reimers & Gurevych 2019), which is how all-MiniLM-L6-v2 is used.
+    pooling (Reimers & Gurevych 2019, "Sentence-BERT"), which is how
+    all-MiniLM-L6-v2 is used. With ``input="joint"`` the pair is encoded once
+    as ``[CLS] a [SEP] b [SEP]`` and each sentence is pooled over its own
+    tokens (a cross-encoder style reading).
     Per-pair value: cosine similarity of the two embeddings, in [-1, 1].
     Corpus metric: the Spearman rank correlation between similarity and the
     pairs' ``label`` when every pair has a label and the labels are not all
@@ -35,7 +39,10 @@ hook that is active (:func:`generator.analysis.importance.mask_heads`,
     Per-pair value: 1.0 when the prediction equals the integer ``label``, else
     0.0. Corpus metric: accuracy. Loss: cross-entropy.
 
-How a metric *changes* under masking is :func:`metric_change`.
+How a metric *changes* under masking is :func:`metric_change`; the corpus
+metric of any (resampled) set of pairs is :func:`corpus_metric`. Every
+result also carries each pair's own loss (:attr:`ObjectiveResult.loss`), the
+quantity the gradients differentiate.
 """
 
 from __future__ import annotations
@@ -70,7 +77,11 @@ class ObjectiveResult:
     ``"spearman"``, ``"mean_similarity"``, ``"pll_per_token"`` or
     ``"accuracy"``. ``predictions``: ``[pairs]`` predicted classes for
     ``classification``, else ``None``. ``tokens``: ``[pairs]`` number of scored
-    tokens for ``mlm``, else ``None``.
+    tokens for ``mlm``, else ``None``. ``loss``: ``[pairs]`` float64, each
+    pair's own loss ``L_p``, the quantity whose gradient
+    :meth:`Objective.loss_batches` differentiates (``(cos - y')**2`` or ``cos``,
+    ``-PLL``, cross-entropy), so that a change of ``loss`` under masking and
+    Michel et al.'s ``|dL_p/dxi|`` measure the same thing.
     """
 
     objective: str
@@ -80,6 +91,7 @@ class ObjectiveResult:
     higher_is_better: bool = True
     predictions: np.ndarray | None = None
     tokens: np.ndarray | None = None
+    loss: np.ndarray | None = None
 
 
 def metric_change(base: ObjectiveResult, masked: ObjectiveResult) -> float:
@@ -112,6 +124,50 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
     return float(spearmanr(x, y).statistic)
+
+
+def corpus_metric(metric_name: str, per_pair: np.ndarray, *, labels: np.ndarray | None = None,
+                  tokens: np.ndarray | None = None) -> np.ndarray | float:
+    """The corpus metric ``metric_name`` of per-pair values, row by row.
+
+    Args:
+        metric_name: ``"spearman"`` (Spearman's rho of ``per_pair`` with
+            ``labels``, average ranks for ties, as :func:`spearman`),
+            ``"mean_similarity"`` / ``"accuracy"`` (the mean), or
+            ``"pll_per_token"`` (``sum per_pair / sum tokens``).
+        per_pair: ``[pairs]`` or ``[rows, pairs]`` (e.g. bootstrap resamples).
+        labels: same shape, needed for ``"spearman"``.
+        tokens: same shape, needed for ``"pll_per_token"``.
+
+    Returns:
+        a float for 1-D input, else ``[rows]`` float64; NaN where the metric is
+        undefined (a constant column for Spearman).
+
+    Raises:
+        ValueError: for an unknown metric or a missing ``labels`` / ``tokens``.
+    """
+    x = np.atleast_2d(np.asarray(per_pair, dtype=np.float64))
+    if metric_name in ("mean_similarity", "accuracy"):
+        out = x.mean(-1)
+    elif metric_name == "pll_per_token":
+        if tokens is None:
+            raise ValueError("pll_per_token needs the scored token counts")
+        out = x.sum(-1) / np.maximum(np.atleast_2d(tokens).sum(-1), 1)
+    elif metric_name == "spearman":
+        if labels is None:
+            raise ValueError("a Spearman metric needs the labels")
+        from scipy.stats import rankdata
+
+        rx = rankdata(x, axis=-1)
+        ry = rankdata(np.atleast_2d(np.asarray(labels, dtype=np.float64)), axis=-1)
+        rx -= rx.mean(-1, keepdims=True)
+        ry -= ry.mean(-1, keepdims=True)
+        den = np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(den > 0, (rx * ry).sum(-1) / np.where(den > 0, den, 1), np.nan)
+    else:
+        raise ValueError(f"unknown corpus metric {metric_name!r}")
+    return float(out[0]) if np.ndim(per_pair) == 1 else out
 
 
 # --------------------------------------------------------------- protocol
@@ -168,28 +224,61 @@ def _all_labels(pairs: list[Pair]) -> np.ndarray | None:
 # -------------------------------------------------------------- similarity
 
 class SimilarityObjective:
-    """Cosine similarity of separately embedded sentences (see the module doc).
+    """Cosine similarity of the two sentences' mean-pooled embeddings (see the
+    module doc).
 
     ``lm``: any loaded encoder (its base model is used). ``pairs``: the
-    corpus. Each sentence is tokenised once here, truncated to ``max_length``
-    tokens; batches hold ``batch_size`` pairs (``2 * batch_size`` rows: the
-    ``a`` sentences, then the ``b`` sentences), pairs sorted by length.
-    Raises :class:`AtlasError` for an empty corpus.
+    corpus. ``input``:
+
+    * ``"separate"`` (default; how a bi-encoder such as all-MiniLM-L6-v2 is
+      used, Reimers & Gurevych 2019): each sentence is tokenised alone as
+      ``[CLS] s [SEP]``, truncated to ``max_length`` tokens, and mean-pooled
+      over all its tokens; batches hold ``batch_size`` pairs (``2 *
+      batch_size`` rows: the ``a`` sentences, then the ``b`` sentences);
+    * ``"joint"`` (a cross-encoder style reading, the input the attention pages
+      show): the pair is tokenised once as ``[CLS] a [SEP] b [SEP]``
+      (``max_length`` tokens, longest sentence cut first) and each sentence's
+      embedding is the mean of the last hidden state over its *own* tokens
+      (special tokens excluded); one row per pair.
+
+    Pairs are sorted by length. Raises :class:`AtlasError` for an empty corpus
+    or an unknown ``input``.
     """
 
     name = "similarity"
 
-    def __init__(self, lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32, max_length: int = 128):
+    def __init__(self, lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32, max_length: int = 128,
+                 input: Literal["separate", "joint"] = "separate"):
         if not pairs:
             raise AtlasError("similarity objective: the corpus has no pairs")
+        if input not in ("separate", "joint"):
+            raise AtlasError(f"similarity objective: analysis.input must be 'separate' or 'joint', not {input!r}")
         self.lm = lm
         self.n_pairs = len(pairs)
+        self.input = input
         tok = lm.tokenizer
-        enc_a = tok([p.a for p in pairs], truncation=True, max_length=max_length)
-        enc_b = tok([p.b for p in pairs], truncation=True, max_length=max_length)
-        self._a = [list(x) for x in enc_a["input_ids"]]
-        self._b = [list(x) for x in enc_b["input_ids"]]
-        order = sorted(range(len(pairs)), key=lambda i: (max(len(self._a[i]), len(self._b[i])), i))
+        if input == "separate":
+            enc_a = tok([p.a for p in pairs], truncation=True, max_length=max_length)
+            enc_b = tok([p.b for p in pairs], truncation=True, max_length=max_length)
+            self._a = [list(x) for x in enc_a["input_ids"]]
+            self._b = [list(x) for x in enc_b["input_ids"]]
+            length = [max(len(self._a[i]), len(self._b[i])) for i in range(len(pairs))]
+        else:
+            enc = tok([p.a for p in pairs], [p.b for p in pairs], truncation="longest_first", max_length=max_length,
+                      return_special_tokens_mask=True)
+            self._joint = [list(x) for x in enc["input_ids"]]
+            tti = enc.get("token_type_ids")
+            self._types = [list(x) for x in tti] if tti is not None else None
+            self._side = []  # per pair: [n] 0 for a's tokens, 1 for b's, -1 for special tokens
+            for index in range(len(pairs)):
+                special = enc["special_tokens_mask"][index]
+                side = [-1 if (s is None or sp) else s for s, sp in zip(enc.sequence_ids(index), special)]
+                if 0 not in side or 1 not in side:
+                    raise AtlasError(f"similarity objective: pair {index} (id {pairs[index].id!r}): a sentence has "
+                                     "no token left in the joint input")
+                self._side.append(side)
+            length = [len(x) for x in self._joint]
+        order = sorted(range(len(pairs)), key=lambda i: (length[i], i))
         self._batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         labels = _all_labels(pairs)
         if labels is not None and np.all(labels == labels[0]):
@@ -202,11 +291,22 @@ class SimilarityObjective:
 
     def _cosines(self, batch: list[int]) -> torch.Tensor:
         """``[len(batch)]`` cosine similarities of the batch's pairs (graph kept)."""
-        seqs = [self._a[i] for i in batch] + [self._b[i] for i in batch]
-        inputs = pad_batch(self.lm, seqs)
-        emb = mean_pool(_last_hidden(self.lm, inputs), inputs["attention_mask"])
         k = len(batch)
-        return torch.nn.functional.cosine_similarity(emb[:k], emb[k:], dim=-1)
+        if self.input == "separate":
+            seqs = [self._a[i] for i in batch] + [self._b[i] for i in batch]
+            inputs = pad_batch(self.lm, seqs)
+            emb = mean_pool(_last_hidden(self.lm, inputs), inputs["attention_mask"])
+            return torch.nn.functional.cosine_similarity(emb[:k], emb[k:], dim=-1)
+        types = [self._types[i] for i in batch] if self._types is not None else None
+        inputs = pad_batch(self.lm, [self._joint[i] for i in batch], types)
+        hidden = _last_hidden(self.lm, inputs)  # [k, T, D]
+        side = torch.full(inputs["attention_mask"].shape, -1, dtype=torch.long)
+        for r, i in enumerate(batch):
+            side[r, :len(self._side[i])] = torch.tensor(self._side[i])
+        side = side.to(hidden.device)
+        emb_a = mean_pool(hidden, (side == 0).long())
+        emb_b = mean_pool(hidden, (side == 1).long())
+        return torch.nn.functional.cosine_similarity(emb_a, emb_b, dim=-1)
 
     def evaluate(self) -> ObjectiveResult:
         """Per-pair cosine similarity ``[pairs]`` and the corpus metric."""
@@ -215,8 +315,10 @@ class SimilarityObjective:
             for batch in self._batches:
                 per_pair[batch] = self._cosines(batch).double().cpu().numpy()
         if self.labels is not None:
-            return ObjectiveResult("similarity", "spearman", spearman(per_pair, self.labels), per_pair)
-        return ObjectiveResult("similarity", "mean_similarity", float(per_pair.mean()), per_pair)
+            return ObjectiveResult("similarity", "spearman", spearman(per_pair, self.labels), per_pair,
+                                   loss=(per_pair - self._target) ** 2)
+        return ObjectiveResult("similarity", "mean_similarity", float(per_pair.mean()), per_pair,
+                               loss=per_pair.copy())
 
     def loss_batches(self) -> Iterator[LossBatch]:
         """Batches whose loss is the sum of ``(cos - y')**2`` (labels) or of
@@ -228,7 +330,8 @@ class SimilarityObjective:
                     return cos.sum()
                 target = torch.as_tensor(self._target[batch], dtype=cos.dtype, device=cos.device)
                 return ((cos - target) ** 2).sum()
-            yield LossBatch(row_pair=np.array(batch + batch, dtype=np.int64), forward=forward)
+            rows = batch + batch if self.input == "separate" else batch
+            yield LossBatch(row_pair=np.array(rows, dtype=np.int64), forward=forward)
 
 
 def similarity(lm: LoadedModel, pairs: list[Pair], *, batch_size: int = 32, max_length: int = 128) -> ObjectiveResult:
@@ -320,7 +423,7 @@ class MaskedLMObjective:
                 lp = self._log_probs(rows).double().cpu().numpy()
                 np.add.at(per_pair, [p for p, _ in rows], lp)
         metric = float(per_pair.sum() / max(int(self.tokens.sum()), 1))
-        return ObjectiveResult("mlm", "pll_per_token", metric, per_pair, tokens=self.tokens.copy())
+        return ObjectiveResult("mlm", "pll_per_token", metric, per_pair, tokens=self.tokens.copy(), loss=-per_pair)
 
     def loss_batches(self) -> Iterator[LossBatch]:
         """Batches whose loss is ``-sum log P`` over their rows (so a pair's
@@ -380,11 +483,16 @@ class ClassificationObjective:
     def evaluate(self) -> ObjectiveResult:
         """Per-pair correctness ``[pairs]`` (1.0/0.0), predictions, accuracy."""
         pred = np.zeros(self.n_pairs, dtype=np.int64)
+        loss = np.zeros(self.n_pairs, dtype=np.float64)
         with torch.no_grad():
             for batch in self._batches:
-                pred[batch] = self._logits(batch).argmax(-1).cpu().numpy()
+                logits = self._logits(batch).float()
+                pred[batch] = logits.argmax(-1).cpu().numpy()
+                target = torch.as_tensor(self.labels[batch], device=logits.device)
+                loss[batch] = torch.nn.functional.cross_entropy(logits, target, reduction="none").double().cpu().numpy()
         correct = (pred == self.labels).astype(np.float64)
-        return ObjectiveResult("classification", "accuracy", float(correct.mean()), correct, predictions=pred)
+        return ObjectiveResult("classification", "accuracy", float(correct.mean()), correct, predictions=pred,
+                               loss=loss)
 
     def loss_batches(self) -> Iterator[LossBatch]:
         """Batches whose loss is the summed cross-entropy of their pairs."""

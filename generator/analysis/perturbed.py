@@ -1,25 +1,99 @@
 """Perturbed masking (Wu et al. 2020, "Perturbed Masking: Parameter-free
-Probing for Analyzing and Interpreting BERT", section 2.1, eq. 1).
+Probing for Analyzing and Interpreting BERT", section 2.1, eq. 1), with
+whole-word masking as in their released code.
 
-For one tokenised pair ``x`` (``n`` tokens) and a layer's hidden states
-``H(.)`` ``[n, D]``, the impact of token ``x_j`` on token ``x_i`` is
+For one tokenised pair and a layer's hidden states ``H(.)``, the impact of
+word ``w_j`` on word ``w_i`` is
 
-    ``f(x_i, x_j) = || H(x \\ {x_i})_i  -  H(x \\ {x_i, x_j})_i ||_2``
+    ``f(w_i, w_j) = || H(x \\ {w_i})_i  -  H(x \\ {w_i, w_j})_i ||_2``
 
-where ``x \\ S`` is ``x`` with the tokens at the positions ``S`` replaced by
-``[MASK]`` (same length, same token types, no padding). ``f(x_i, x_i) = 0``.
-The result reads like attention: row ``i`` = the token being represented,
-column ``j`` = the token whose masking moves it; the matrix is not
-symmetric. Units: Euclidean distance in the hidden space of that layer.
+where ``x \\ S`` is ``x`` with *every WordPiece* of the words in ``S``
+replaced by the mask token (same length, same token types, no padding), and
+``H(.)_i`` is the mean of ``H`` over the pieces of ``w_i``. Masking only one
+piece would leak the word through its other pieces (``straw`` hidden while
+``##berries`` stays visible). ``f(w_i, w_i) = 0``.
+
+Wu et al. read ``H(x \\ {w_i})_i`` as "``w_i`` inferred from its context",
+which needs a model trained to fill the mask token (a masked-LM head):
+:func:`masked_lm_head` says whether a checkpoint has one.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from generator.errors import AtlasError
-from generator.model import EncodedPair, LoadedModel, base_model
+from generator.model import EncodedPair, LoadedModel, base_model, resolve_model_path
+from generator.patterns import PairLayout
+
+#: why the impact matrix of a checkpoint without a masked-LM head is a weaker reading (shown on the pages)
+NO_MLM_HEAD_NOTE = ("This checkpoint has no masked-LM head, so it was never trained to fill {token}: its "
+                    "representation of a masked word is not 'the word inferred from its context' as Wu et al. "
+                    "(2020) read it, and another stand-in token can change the impact matrix a lot.")
+
+_MLM_ARCHITECTURES = ("ForMaskedLM", "ForPreTraining", "ForMaskedLMWithHead")
+_MLM_WEIGHT_PREFIXES = ("cls.predictions.", "lm_head.", "generator_lm_head", "generator_predictions.")
+
+
+def masked_lm_head(lm: LoadedModel) -> str | None:
+    """Whether the checkpoint of ``lm`` has a trained masked-LM head, without
+    downloading anything.
+
+    Looks at ``config.architectures`` (e.g. ``BertForMaskedLM``,
+    ``BertForPreTraining``) and, for a local folder, at the weight names of
+    ``model.safetensors`` (or its index) for a masked-LM head
+    (``cls.predictions.*``, ``lm_head.*``).
+
+    Args:
+        lm: a loaded model.
+
+    Returns:
+        a short text naming the evidence (``"config architectures:
+        BertForMaskedLM"``), or None when there is no masked-LM head.
+    """
+    archs = list(getattr(lm.model.config, "architectures", None) or [])
+    for a in archs:
+        if a.endswith(_MLM_ARCHITECTURES):
+            return f"config architectures: {a}"
+    folder = Path(resolve_model_path(lm.name_or_path)).expanduser()
+    names: list[str] = []
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    elif (folder / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            names = list(f.keys())
+    for name in names:
+        if name.startswith(_MLM_WEIGHT_PREFIXES):
+            return f"weights: {name}"
+    return None
+
+
+def word_units(layout: PairLayout) -> list[np.ndarray]:
+    """The words of a pair as groups of token positions: every non-special
+    token with the same ``(layout.segment, layout.word)`` belongs to one word
+    (e.g. ``straw ##berries``). Returns a list of ``[pieces]`` int arrays in
+    order of first position."""
+    units: dict[tuple[int, int], list[int]] = {}
+    for t in range(layout.n):
+        if not layout.special[t]:
+            units.setdefault((int(layout.segment[t]), int(layout.word[t])), []).append(t)
+    return [np.array(v, dtype=np.int64) for v in units.values()]
+
+
+def masked_inputs(ids: np.ndarray, units: list[np.ndarray], masked: tuple[int, ...], mask_id: int) -> np.ndarray:
+    """``ids`` ``[n]`` with every piece of the words ``masked`` (indices into
+    ``units``) replaced by ``mask_id``."""
+    out = np.array(ids, copy=True)
+    for u in masked:
+        out[units[u]] = mask_id
+    return out
 
 
 def _layer_index(lm: LoadedModel, layer: int) -> int:
@@ -29,59 +103,62 @@ def _layer_index(lm: LoadedModel, layer: int) -> int:
 
 
 def impact_matrix(lm: LoadedModel, pair: EncodedPair, *, layer: int = -1, batch_size: int = 128,
-                  include_special: bool = False) -> np.ndarray:
-    """Wu et al.'s impact matrix of ``pair`` at encoder layer ``layer``.
+                  mask_token_id: int | None = None) -> np.ndarray:
+    """Wu et al.'s whole-word impact matrix of ``pair`` at encoder layer ``layer``.
 
-    ``layer``: 0-based encoder layer whose *output* is ``H`` (negative counts
-    from the end; default ``-1``, the last hidden state). ``pair``: from
-    :func:`generator.model.encode_pairs`. The tokens ``i, j`` range over the
-    non-special tokens (``include_special=False``, the default: rows and
-    columns of [CLS]/[SEP] are NaN) or over all ``n`` tokens. ``m`` positions
-    need ``m + m (m - 1) = m**2`` forward passes of length ``n``, run
-    ``batch_size`` at a time (all sequences have the same length, so batching
-    changes nothing but speed).
+    Args:
+        lm: the encoder.
+        pair: from :func:`generator.model.encode_pairs`.
+        layer: 0-based encoder layer whose *output* is ``H`` (negative counts
+            from the end; default ``-1``, the last hidden state).
+        batch_size: sequences per forward pass (all have the pair's length, so
+            batching changes nothing but speed).
+        mask_token_id: the token that replaces masked pieces; default the
+            tokenizer's mask token.
 
-    Returns ``[n, n]`` float32 with 0 on the diagonal (of the computed
-    positions). Raises :class:`ValueError` for a layer out of range and
-    :class:`AtlasError` when the tokenizer has no mask token.
+    Returns:
+        ``[n, n]`` float32 over tokens (row = the word being represented,
+        column = the word whose masking moves it): every piece of word ``w_i``
+        in the rows and of ``w_j`` in the columns holds ``f(w_i, w_j)``
+        (Euclidean distance in that layer's hidden space); 0 within a word;
+        NaN in the rows and columns of special tokens. ``m`` words need
+        ``m**2`` forward passes.
+
+    Raises:
+        ValueError: for a layer out of range.
+        AtlasError: when there is no mask token.
     """
     index = _layer_index(lm, layer)
-    mask_id = lm.tokenizer.mask_token_id
+    mask_id = lm.tokenizer.mask_token_id if mask_token_id is None else mask_token_id
     if mask_id is None:
         raise AtlasError(f"perturbed masking: the tokenizer of {lm.name_or_path!r} has no [MASK] token")
-    ids = torch.as_tensor(pair.input_ids, dtype=torch.long)
-    n = ids.shape[0]
-    positions = [i for i in range(n) if include_special or not pair.layout.special[i]]
-    # rows: (i, -1) masks i only; (i, j) masks i and j. Read position i of each.
-    if not positions:
-        return np.full((n, n), np.nan, dtype=np.float32)
-    rows = [(i, -1) for i in positions] + [(i, j) for i in positions for j in positions if j != i]
+    n = len(pair.input_ids)
+    units = word_units(pair.layout)
+    out = np.full((n, n), np.nan, dtype=np.float32)
+    m = len(units)
+    if m == 0:
+        return out
+    # rows: (i,) masks word i; (i, j) masks words i and j. Read word i of each.
+    rows: list[tuple[int, ...]] = [(i,) for i in range(m)] + [(i, j) for i in range(m) for j in range(m) if j != i]
     types = None if pair.token_type_ids is None else torch.as_tensor(pair.token_type_ids, dtype=torch.long)
     base = base_model(lm.model)
     reps: list[torch.Tensor] = []
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            batch = ids.repeat(len(chunk), 1)
-            for r, (i, j) in enumerate(chunk):
-                batch[r, i] = mask_id
-                if j >= 0:
-                    batch[r, j] = mask_id
-            inputs = {"input_ids": batch.to(lm.device),
-                      "attention_mask": torch.ones_like(batch, device=lm.device)}
+            batch = torch.as_tensor(np.stack([masked_inputs(pair.input_ids, units, r, mask_id) for r in chunk]))
+            inputs = {"input_ids": batch.to(lm.device), "attention_mask": torch.ones_like(batch, device=lm.device)}
             if types is not None:
                 inputs["token_type_ids"] = types.repeat(len(chunk), 1).to(lm.device)
-            hidden = base(**inputs, output_hidden_states=True).hidden_states[index + 1]  # [R, n, D]
-            at = torch.tensor([i for i, _ in chunk], device=hidden.device)
-            reps.append(hidden[torch.arange(len(chunk), device=hidden.device), at].double().cpu())
-    h = torch.cat(reps)  # [rows, D]
-    m = len(positions)
-    out = np.full((n, n), np.nan, dtype=np.float32)
-    out[positions, positions] = 0.0
+            hidden = base(**inputs, output_hidden_states=True).hidden_states[index + 1].double().cpu()  # [R, n, D]
+            reps.extend(hidden[r, units[row[0]]].mean(0) for r, row in enumerate(chunk))
+    h = torch.stack(reps)  # [rows, D]
+    words = np.zeros((m, m))
     if m > 1:
-        pi = np.array([i for i, _ in rows[m:]])
-        pj = np.array([j for _, j in rows[m:]])
-        slot = {i: k for k, i in enumerate(positions)}
-        single = h[[slot[i] for i in pi]]  # the i-only row of each (i, j) row
-        out[pi, pj] = torch.linalg.vector_norm(single - h[m:], dim=-1).numpy().astype(np.float32)
+        pi = np.array([r[0] for r in rows[m:]])
+        pj = np.array([r[1] for r in rows[m:]])
+        words[pi, pj] = torch.linalg.vector_norm(h[pi] - h[m:], dim=-1).numpy()
+    for i, ui in enumerate(units):
+        for j, uj in enumerate(units):
+            out[np.ix_(ui, uj)] = words[i, j]
     return out
