@@ -41,6 +41,8 @@ class AtlasData:
     thresholds: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     analysis: AnalysisResults | None = None
+    #: :class:`generator.compare.CompareResults` when ``compare:`` is configured, else ``None``.
+    compare: object | None = None
 
     @property
     def layers(self) -> int:
@@ -209,6 +211,18 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
             timings.update(analysis.timings)
         else:
             analysis = AnalysisResults.from_cache(*hit)
+    compare = None
+    if raw.compare is not None:  # a second checkpoint, head by head (not cached: two passes over the corpus)
+        from generator.compare import run_compare
+
+        lm = models.get()
+        if encoded is None:
+            encoded = encode_pairs(lm, pairs, raw.model.max_length, corpus_name=str(cfg.corpus_path))
+        t = time.perf_counter()
+        compare = run_compare(raw.compare, lm, pairs, encoded, thresholds, raw.examples_per_head,
+                              raw.compute.batch_size, effective_max_length(lm, raw.model.max_length),
+                              sorted(showcase.attention), raw.compute.device, progress=progress)
+        timings["compare_s"] = time.perf_counter() - t
     return AtlasData(model=model_info, pairs=pairs, layouts=layouts, truncated=truncated, pair_scores=pair_scores,
                      sums=sums, heads=heads, showcase=showcase, thresholds=thresholds, timings=timings,
-                     analysis=analysis)
+                     analysis=analysis, compare=compare)
