@@ -21,7 +21,8 @@ def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
              "consistency": None if h.consistency is None else round(h.consistency, 6),
              "page": page_of(h.layer, h.head),
              **({"importance": data.analysis.importance_of(h.layer, h.head)}
-                if data.analysis is not None and data.analysis.ablation is not None else {})}
+                if data.analysis is not None and data.analysis.ablation is not None else {}),
+             **({"compare": data.compare.head(h.layer, h.head).as_json()} if data.compare is not None else {})}
             for h in data.heads
         ],
     }

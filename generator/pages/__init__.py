@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from generator.config import slug
 from generator.links import CORPUS, HOME, IMPORTANCE, METHODOLOGY, head_doc, layer_doc, pattern_doc
 from generator.pages.common import SiteContext
+from generator.pages.compare import COMPARE, compare_page
 from generator.pages.corpus import corpus_page
 from generator.pages.head import head_page
 from generator.pages.home import home_page
@@ -62,6 +63,8 @@ def site_pages(ctx: SiteContext) -> list[Page]:
     an = data.analysis
     if an is not None and (an.ablation is not None or an.groups):
         pages.append(Page(IMPORTANCE, "importance.md.j2", "Importance", lambda: importance_page(ctx, IMPORTANCE)))
+    if data.compare is not None:
+        pages.append(Page(COMPARE, "compare.md.j2", "What fine-tuning changed", lambda: compare_page(ctx, COMPARE)))
     pages.append(Page(CORPUS, "corpus.md.j2", "All pairs", lambda: corpus_page(ctx, CORPUS)))
     for index, doc in ctx.pair_docs.items():
         pages.append(Page(doc, "pair.md.j2", f"p{index:0{ctx.width}d} · {slug(data.pairs[index].id, 40)}",
@@ -85,5 +88,7 @@ def navigation(pages: list[Page], layers: int, heads: int) -> list:
     nav.append({"Pairs": CORPUS})
     if IMPORTANCE in by_doc:
         nav.append({"Importance": IMPORTANCE})
+    if COMPARE in by_doc:
+        nav.append({by_doc[COMPARE].title: COMPARE})
     nav.append({"Methodology": METHODOLOGY})
     return nav
