@@ -173,7 +173,12 @@ class ClassificationCompare:
     heads]`` accuracy change with that head masked alone (masked minus
     baseline; negative = the head helped). ``group``: the heads masked
     together (those whose cross-sentence share grew most, by ``group_by``),
-    ``group_accuracy`` the accuracy with them masked. ``cls_head``: the
+    ``group_accuracy`` the accuracy with them masked. ``loss_baseline``: mean
+    cross-entropy of the true grade (nats per pair) with no head masked;
+    ``loss_change``: ``[layers, heads]`` that loss with the head masked minus
+    ``loss_baseline`` (positive = the classifier is less sure of the right
+    grade without the head; it moves even when accuracy is saturated);
+    ``group_loss``: the loss with the group masked. ``cls_head``: the
     last-layer head whose [CLS] row moved most on ``pair_index`` when the
     group is masked; ``cls_before`` / ``cls_after``: its [CLS] attention row
     ``[n]`` (probabilities over ``tokens``) without and with the group masked.
@@ -184,6 +189,9 @@ class ClassificationCompare:
     group: list[Head]
     group_by: str
     group_accuracy: float
+    loss_baseline: float
+    loss_change: np.ndarray
+    group_loss: float
     cls_head: Head
     pair_index: int
     tokens: tuple[str, ...]
@@ -342,13 +350,25 @@ def grown_heads(changes: list[HeadChange], k: int) -> tuple[list[Head], str]:
     return [(changes[i].layer, changes[i].head) for i in order[:k]], name
 
 
+def mean_loss(objective) -> float:
+    """Mean per-pair loss of an objective (cross-entropy in nats for
+    ``classification``), through its ordinary forward pass, so active
+    head masks act on it."""
+    total, pairs = 0.0, 0
+    with torch.no_grad():
+        for batch in objective.loss_batches():
+            total += float(batch.forward())
+            pairs += len(batch.row_pair)
+    return total / max(pairs, 1)
+
+
 def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: list[HeadChange], group_size: int,
                               batch_size: int, max_length: int) -> ClassificationCompare:
     """Head importance and group masking on a fine-tuned sequence classifier.
 
     Each head is masked alone (Michel et al. 2019, "Are Sixteen Heads Really
     Better than One?", section 3.1) with the ``classification`` objective
-    (accuracy over the corpus labels); then the ``group_size`` heads whose
+    (accuracy over the corpus labels, and its cross-entropy loss); then the ``group_size`` heads whose
     cross-sentence attention grew most with fine-tuning (:func:`grown_heads`)
     are masked together, and the [CLS] row of the last-layer head that moved
     most is returned before and after.
@@ -368,9 +388,16 @@ def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: 
 
     objective = ClassificationObjective(task_lm, pairs, batch_size=batch_size, max_length=max_length)
     ablation = ablation_importance(objective)
+    loss_baseline = mean_loss(objective)
+    loss_change = np.zeros((task_lm.layers, task_lm.heads))
+    for layer in range(task_lm.layers):
+        for head in range(task_lm.heads):
+            with mask_heads(task_lm, [(layer, head)]):
+                loss_change[layer, head] = mean_loss(objective) - loss_baseline
     group, by = grown_heads(changes, group_size)
     with mask_heads(task_lm, group):
         masked = objective.evaluate()
+        group_loss = mean_loss(objective)
     last = task_lm.layers - 1
     best = (-1.0, 0, 0, None, None)
     for batch in length_sorted_batches(objective.encoded, batch_size):
@@ -385,7 +412,8 @@ def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: 
     _, pair_index, h, row_before, row_after = best
     return ClassificationCompare(
         baseline=ablation.baseline.metric, ablation=ablation.change, group=group, group_by=by,
-        group_accuracy=masked.metric, cls_head=(last, h), pair_index=pair_index,
+        group_accuracy=masked.metric, loss_baseline=loss_baseline, loss_change=loss_change, group_loss=group_loss,
+        cls_head=(last, h), pair_index=pair_index,
         tokens=objective.encoded[pair_index].layout.tokens, cls_before=row_before, cls_after=row_after)
 
 
@@ -411,9 +439,16 @@ def run_compare(ccfg: CompareConfig, before: LoadedModel, pairs: list[Pair], enc
     Raises:
         AtlasError: the second checkpoint cannot be loaded or does not match the first.
     """
+    from transformers.utils import logging as hf_logging
+
     from generator.model import load_model
 
-    after = load_model(ccfg.name_or_path, device)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a fine-tuned classifier read as a bare encoder: its head is "unexpected"
+    try:
+        after = load_model(ccfg.name_or_path, device)
+    finally:
+        hf_logging.set_verbosity(level)
     result = compare_models(before, after, encoded, thresholds, examples_per_head, batch_size, page_pairs,
                             before_name=ccfg.before_name, after_name=ccfg.after_name, progress=progress)
     del after

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from generator import figures
 from generator.compare import CompareResults, HeadChange, Shift, largest_shifts
 from generator.links import COMPARE, head_doc, rel
-from generator.pages.common import Figures, HeadCard, Link, PairText, SiteContext, num
+from generator.pages.common import Figures, Link, PairText, SiteContext, num
 from generator.registry import PATTERNS
 
 #: Colours of the difference scale: weakened (negative), no change, enhanced (positive).
@@ -75,11 +75,14 @@ class ShiftRow:
 @dataclass(frozen=True)
 class ClassificationSection:
     baseline: float
+    loss_baseline: float
     ablation_map: Markup
-    top: list[tuple[str, str, float]]  # (href, head, accuracy change)
+    loss_map: Markup
+    top: list[tuple[str, str, float, float]]  # (href, head, accuracy change, loss change)
     group: list[Link]
     group_by: str
     group_accuracy: float
+    group_loss: float
     cls_head: Link
     pair: PairText
     cls_rows: Markup
@@ -140,15 +143,18 @@ def compare_page(ctx: SiteContext, doc: str) -> ComparePage:
     classification = None
     cc = cmp.classification
     if cc is not None:
-        order = np.argsort(cc.ablation, axis=None)[:8]
+        # the heads the classifier needs most: largest accuracy drop, then largest loss rise
+        order = np.lexsort((-cc.loss_change.reshape(-1), cc.ablation.reshape(-1)))[:8]
         top = [(link(*divmod(int(k), data.n_heads)), _head_text(*divmod(int(k), data.n_heads)),
-                float(cc.ablation.flat[k])) for k in order]
+                float(cc.ablation.flat[k]), float(cc.loss_change.flat[k])) for k in order]
         masked_names = (f"{cmp.after_name}", f"{cmp.after_name}, {len(cc.group)} heads masked")
         classification = ClassificationSection(
-            baseline=cc.baseline,
+            baseline=cc.baseline, loss_baseline=cc.loss_baseline,
             ablation_map=fig(figures.head_values(cc.ablation, title="accuracy change"), links=ctx.grid_links(doc)),
+            loss_map=fig(figures.head_values(cc.loss_change, title="cross-entropy change (nats)"),
+                         links=ctx.grid_links(doc)),
             top=top, group=[Link(link(l, h), _head_text(l, h)) for l, h in cc.group], group_by=cc.group_by,
-            group_accuracy=cc.group_accuracy, cls_head=Link(link(*cc.cls_head), _head_text(*cc.cls_head)),
+            group_accuracy=cc.group_accuracy, group_loss=cc.group_loss, cls_head=Link(link(*cc.cls_head), _head_text(*cc.cls_head)),
             pair=ctx.pair_text(doc, cc.pair_index),
             cls_rows=fig(_cls_rows_figure(cc.tokens, cc.cls_before, cc.cls_after, masked_names)))
     return ComparePage(
@@ -230,13 +236,24 @@ def head_compare_section(ctx: SiteContext, doc: str, fig: Figures, layer: int, h
 # ------------------------------------------------------------------ pair page section
 
 @dataclass(frozen=True)
+class DiffCell:
+    """One head's difference thumbnail: link to the head, hover title, figure."""
+
+    href: str
+    title: str
+    thumb: Markup
+
+
+@dataclass(frozen=True)
 class PairCompareSection:
-    """Every head's after-minus-before thumbnail on one pair (a model view of differences)."""
+    """Every head's after-minus-before thumbnail on one pair (a model view of
+    differences): ``rows[layer][head]``, layers and heads 0-indexed."""
 
     before_name: str
     after_name: str
     zmax: float
-    cards: list[HeadCard]
+    heads: int
+    rows: list[list[DiffCell]]
     enhanced: str
     weakened: str
 
@@ -252,13 +269,16 @@ def pair_compare_section(ctx: SiteContext, doc: str, fig: Figures, index: int) -
         return None
     diff = cmp.after_attention[index] - ctx.data.showcase.attention[index]  # [layers, heads, n, n]
     m = _zmax(diff)
-    cards = []
+    rows = []
     for layer in range(ctx.data.layers):
+        row = []
         for head in range(ctx.data.n_heads):
             c = cmp.head(layer, head)
             d = diff[layer, head]
-            thumb = fig(difference_heatmap(d, layout.tokens, zmax=m, size=96, ticks=False), css="thumb", static=True)
-            cards.append(HeadCard(href=rel(doc, head_doc(layer, head)), title=f"{layer}-{head}", label=c.after_label,
-                                  thumb=thumb, summary=f"max |Δ| {num(float(np.max(np.abs(d))))}"))
-    return PairCompareSection(before_name=cmp.before_name, after_name=cmp.after_name, zmax=m, cards=cards,
-                              enhanced=ENHANCED, weakened=WEAKENED)
+            thumb = fig(difference_heatmap(d, layout.tokens, zmax=m, size=48, ticks=False), css="thumb", static=True)
+            row.append(DiffCell(href=rel(doc, head_doc(layer, head)),
+                                title=f"layer {layer}, head {head}: {c.before_label} -> {c.after_label}, "
+                                      f"largest |difference| {num(float(np.max(np.abs(d))))}", thumb=thumb))
+        rows.append(row)
+    return PairCompareSection(before_name=cmp.before_name, after_name=cmp.after_name, zmax=m,
+                              heads=ctx.data.n_heads, rows=rows, enhanced=ENHANCED, weakened=WEAKENED)
