@@ -17,6 +17,7 @@ import numpy as np
 
 from generator import cache
 from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
+from generator.compare import CompareResults, run_compare
 from generator.config import Config, Pair, corpus_fingerprint
 from generator.model import LoadedModel, effective_max_length, encode_pairs, load_model, resolve_model_path
 from generator.patterns import PairLayout, ScoreSums
@@ -41,8 +42,8 @@ class AtlasData:
     thresholds: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     analysis: AnalysisResults | None = None
-    #: :class:`generator.compare.CompareResults` when ``compare:`` is configured, else ``None``.
-    compare: object | None = None
+    #: the comparison with ``compare.name_or_path`` when ``compare:`` is configured, else ``None``.
+    compare: CompareResults | None = None
 
     @property
     def layers(self) -> int:
@@ -213,8 +214,6 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
             analysis = AnalysisResults.from_cache(*hit)
     compare = None
     if raw.compare is not None:  # a second checkpoint, head by head (not cached: two passes over the corpus)
-        from generator.compare import run_compare
-
         lm = models.get()
         if encoded is None:
             encoded = encode_pairs(lm, pairs, raw.model.max_length, corpus_name=str(cfg.corpus_path))
