@@ -22,8 +22,11 @@ goes) go through the same code.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,6 +230,42 @@ class CompareResults:
     def head(self, layer: int, head: int) -> HeadChange:
         return self.heads[layer * self.js.shape[1] + head]
 
+    def to_cache(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays (npz) and JSON meta for :mod:`generator.cache` (no pickles)."""
+        arrays = {"js": self.js, **{f"att_{i}": a for i, a in self.after_attention.items()}}
+        meta = {"before_name": self.before_name, "after_name": self.after_name, "after_model": self.after_model,
+                "rows": self.rows, "heads": [dataclasses.asdict(c) for c in self.heads],
+                "before_heads": [dataclasses.asdict(h) for h in self.before_heads],
+                "after_heads": [dataclasses.asdict(h) for h in self.after_heads], "classification": None}
+        cc = self.classification
+        if cc is not None:
+            for name in ("ablation", "loss_change", "cls_before", "cls_after"):
+                arrays[f"cc_{name}"] = getattr(cc, name)
+            meta["classification"] = {
+                "baseline": cc.baseline, "group": cc.group, "group_by": cc.group_by,
+                "group_accuracy": cc.group_accuracy, "loss_baseline": cc.loss_baseline, "group_loss": cc.group_loss,
+                "cls_head": cc.cls_head, "pair_index": cc.pair_index, "tokens": list(cc.tokens)}
+        return arrays, meta
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict) -> CompareResults:
+        """The inverse of :meth:`to_cache`."""
+        cc = None
+        if meta["classification"] is not None:
+            m = meta["classification"]
+            cc = ClassificationCompare(
+                baseline=m["baseline"], ablation=arrays["cc_ablation"], group=[tuple(h) for h in m["group"]],
+                group_by=m["group_by"], group_accuracy=m["group_accuracy"], loss_baseline=m["loss_baseline"],
+                loss_change=arrays["cc_loss_change"], group_loss=m["group_loss"], cls_head=tuple(m["cls_head"]),
+                pair_index=m["pair_index"], tokens=tuple(m["tokens"]), cls_before=arrays["cc_cls_before"],
+                cls_after=arrays["cc_cls_after"])
+        return cls(before_name=meta["before_name"], after_name=meta["after_name"], after_model=meta["after_model"],
+                   heads=[HeadChange(**c) for c in meta["heads"]], js=arrays["js"],
+                   before_heads=[HeadSummary(**h) for h in meta["before_heads"]],
+                   after_heads=[HeadSummary(**h) for h in meta["after_heads"]],
+                   after_attention={int(k[4:]): v for k, v in arrays.items() if k.startswith("att_")},
+                   rows=meta["rows"], classification=cc)
+
     def label_counts(self) -> list[tuple[str, int, int]]:
         """``(label, heads before, heads after)`` for every label either model uses."""
         from generator.registry import LABELS
@@ -238,6 +277,11 @@ class CompareResults:
 
 
 # ------------------------------------------------------------ the batch run
+
+def code_version() -> str:
+    """sha256 (16 hex) of this module's source (part of the comparison's cache key)."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
 
 def check_compatible(before: LoadedModel, after: LoadedModel) -> None:
     """Raise :class:`AtlasError` unless both models have the same shape

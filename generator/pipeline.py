@@ -18,6 +18,7 @@ import numpy as np
 from generator import cache
 from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
 from generator.compare import CompareResults, run_compare
+from generator.compare import code_version as compare_version
 from generator.config import Config, Pair, corpus_fingerprint
 from generator.model import LoadedModel, effective_max_length, encode_pairs, load_model, resolve_model_path
 from generator.patterns import PairLayout, ScoreSums
@@ -213,15 +214,24 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
         else:
             analysis = AnalysisResults.from_cache(*hit)
     compare = None
-    if raw.compare is not None:  # a second checkpoint, head by head (not cached: two passes over the corpus)
-        lm = models.get()
-        if encoded is None:
-            encoded = encode_pairs(lm, pairs, raw.model.max_length, corpus_name=str(cfg.corpus_path))
-        t = time.perf_counter()
-        compare = run_compare(raw.compare, lm, pairs, encoded, thresholds, raw.examples_per_head,
-                              raw.compute.batch_size, effective_max_length(lm, raw.model.max_length),
-                              sorted(showcase.attention), raw.compute.device, progress=progress)
-        timings["compare_s"] = time.perf_counter() - t
+    if raw.compare is not None:  # a second checkpoint, head by head
+        compare_key = cache.make_key("compare", scores_key, raw.compare.model_dump(),
+                                     model_identity(raw.compare.name_or_path), sorted(showcase.attention),
+                                     [p.label for p in pairs], thresholds, raw.examples_per_head,
+                                     raw.compute.batch_size, compare_version(), _analysis_version())
+        hit = cache.load(folder, "compare", compare_key)
+        if hit is None:
+            lm = models.get()
+            if encoded is None:
+                encoded = encode_pairs(lm, pairs, raw.model.max_length, corpus_name=str(cfg.corpus_path))
+            t = time.perf_counter()
+            compare = run_compare(raw.compare, lm, pairs, encoded, thresholds, raw.examples_per_head,
+                                  raw.compute.batch_size, effective_max_length(lm, raw.model.max_length),
+                                  sorted(showcase.attention), raw.compute.device, progress=progress)
+            timings["compare_s"] = time.perf_counter() - t
+            cache.store(folder, "compare", compare_key, *compare.to_cache())
+        else:
+            compare = CompareResults.from_cache(*hit)
     return AtlasData(model=model_info, pairs=pairs, layouts=layouts, truncated=truncated, pair_scores=pair_scores,
                      sums=sums, heads=heads, showcase=showcase, thresholds=thresholds, timings=timings,
                      analysis=analysis, compare=compare)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from generator.compare import (CROSS_SCORE, CROSS_SHARE, HeadChange, check_compatible, compare_models, grown_heads,
+from generator.compare import (CROSS_SCORE, CROSS_SHARE, CompareResults, HeadChange, check_compatible, compare_models, grown_heads,
                                js_divergence_rows, largest_shifts, shares_change)
 from generator.config import DEFAULT_MODEL, Pair, load_config
 from generator.errors import AtlasError
@@ -141,6 +141,10 @@ def test_a_checkpoint_compared_with_itself_changes_nothing(lm, pairs):
     own = summarise_heads(scores, sums, THRESHOLDS, 2)
     assert [h.scores for h in own] == [c.before_scores for c in result.heads]
     assert sorted(result.after_attention) == [0, 3]
+    # the cache round trip keeps everything the pages read
+    again = CompareResults.from_cache(*result.to_cache())
+    assert again.heads == result.heads and again.before_heads == result.before_heads
+    assert np.array_equal(again.js, result.js) and np.array_equal(again.after_attention[3], result.after_attention[3])
     assert result.after_attention[3].shape == (lm.layers, lm.heads, len(encoded[3].input_ids),
                                                len(encoded[3].input_ids))
 
@@ -188,3 +192,7 @@ def test_fine_tuned_example_builds_a_comparison_site_with_real_differences(tmp_p
     grid = pair_page.split('class="atlas-diffgrid"', 1)[1].split("</div>\n<h2", 1)[0]
     assert grid.count('title="layer ') == 72  # one thumbnail per head
     assert "#b2182b" in grid and "#2166ac" in grid  # the diverging scale: enhanced red, weakened blue
+    # a rebuild reads the comparison (classification experiment included) from the cache
+    timings = run_build(config, progress=False)
+    assert "compare_s" not in timings
+    assert (site / "compare" / "index.html").read_text(encoding="utf-8") == page
