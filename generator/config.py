@@ -147,6 +147,23 @@ class AnalysisConfig(_Strict):
         "Seed of the analyses' random draws (bootstrap resamples, the head map's sample of pairs)."))] = 0
 
 
+class CompareConfig(_Strict):
+    """A second checkpoint compared head by head with ``model.name_or_path``
+    (the experiment of a pre-trained versus a fine-tuned model)."""
+
+    name_or_path: NonEmpty = Field(description="The second checkpoint (a local folder or a hub name): same "
+                                               "architecture shape (layers, heads) and tokenizer vocabulary as "
+                                               "model.name_or_path.")
+    before_name: NonEmpty = Field("pre-trained", description="Display name of model.name_or_path on the pages.")
+    after_name: NonEmpty = Field("fine-tuned", description="Display name of compare.name_or_path on the pages.")
+    importance: bool = Field(True, description="When the second checkpoint has a sequence-classification head "
+                                               "and every pair's label is a class index: mask each of its heads "
+                                               "alone (classification objective) and mask the heads whose "
+                                               "cross-sentence attention grew most together.")
+    group_size: Annotated[int, Field(ge=1, le=64, description="How many of the heads whose cross-sentence "
+                                                              "attention grew most are masked together.")] = 5
+
+
 class OutputConfig(_Strict):
     """The ``output:`` section: where generated files go (relative to the config file)."""
 
@@ -182,6 +199,8 @@ class RawConfig(_Strict):
                     "page: their data grows with layers x heads x tokens^2 (19 MB for 72 heads at 512 tokens)."
     )] = 160
     analysis: AnalysisConfig = Field(AnalysisConfig(), description="Which heads matter, and why.")
+    compare: CompareConfig | None = Field(None, description=(
+        "Compare a second checkpoint with the model, head by head; absent: no comparison."))
     output: OutputConfig = Field(OutputConfig(), description="Where generated files go.")
 
 

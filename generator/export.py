@@ -45,7 +45,8 @@ def heads_json(data: AtlasData, corpus_path: str, page_of) -> str:
              "value_budget": {k: round(v, 6) for k, v in h.value_budget.items()},
              "description": h.description,
              **({"importance": data.analysis.importance_of(h.layer, h.head)}
-                if data.analysis is not None and data.analysis.ablation is not None else {})}
+                if data.analysis is not None and data.analysis.ablation is not None else {}),
+             **({"compare": data.compare.head(h.layer, h.head).as_json()} if data.compare is not None else {})}
             for h in data.heads
         ],
     }

@@ -15,6 +15,7 @@ from generator.config import slug
 HOME = "index.md"
 METHODOLOGY = "methodology.md"
 IMPORTANCE = "importance.md"
+COMPARE = "compare.md"
 CORPUS = "pairs/index.md"
 HEADS_JSON = "data/heads.json"
 PAIR_SCORES_CSV = "data/pair_scores.csv"  # written gzip-compressed, with ".gz"

@@ -28,6 +28,7 @@ from generator import cache
 from generator.analysis.run import AnalysisResults, analysis_pairs, run_analyses
 from generator.config import Config, Pair, corpus_fingerprint, setting_error
 from generator.model import EncodedPair, LoadedModel, effective_max_length, encode_pairs, load_model, model_identity
+from generator.compare import CompareResults, run_compare
 from generator.patterns import PairLayout, ScoreSums
 from generator.budget import BudgetSums
 from generator.value_norms import attention_sinks
@@ -102,6 +103,8 @@ class AtlasData:
     def value_budget_lead(self) -> np.ndarray:
         """``[layers, heads, 11]`` as :attr:`budget_lead`, for the value-weighted attention."""
         return self.budget_sums.value_sums.lead_share()
+    #: the comparison with ``compare.name_or_path`` when ``compare:`` is configured, else ``None``.
+    compare: CompareResults | None = None
 
     @property
     def layers(self) -> int:
@@ -367,6 +370,47 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
                         AnalysisResults.from_cache)
 
 
+def compare_stage(run: BuildRun, scores_key: str, page_pairs: list[int]) -> CompareResults | None:
+    """Compare ``compare.name_or_path`` with the model head by head (scores,
+    labels, attention budget, Jensen-Shannon divergence of every attention
+    row; :func:`generator.compare.run_compare`), when ``compare:`` is set.
+
+    Key: the score key, the ``compare:`` section, the second checkpoint's
+    identity (:func:`generator.model.model_identity`), the pairs with pages,
+    the pairs' labels, the thresholds, ``examples_per_head`` and
+    ``compute.batch_size``.
+
+    Args:
+        run: the build.
+        scores_key: from :func:`score_stage`.
+        page_pairs: corpus indices whose attention of the second model the
+            pair pages show.
+
+    Returns:
+        The :class:`generator.compare.CompareResults`, or ``None`` without a
+        ``compare:`` section.
+
+    Raises:
+        AtlasError: the second checkpoint cannot be loaded or does not match
+            the first (layers, heads, vocabulary).
+    """
+    raw = run.cfg.raw
+    if raw.compare is None:
+        return None
+    key = cache.make_key("compare", scores_key, raw.compare.model_dump(), model_identity(raw.compare.name_or_path),
+                         page_pairs, [p.label for p in run.pairs], run.cfg.thresholds, raw.examples_per_head,
+                         raw.compute.batch_size)
+
+    def compute() -> CompareResults:
+        lm = run.model()
+        return run.timed("compare_s", run_compare, raw.compare, lm, run.pairs, run.encoded(), run.cfg.thresholds,
+                         raw.examples_per_head, raw.compute.batch_size,
+                         effective_max_length(lm, raw.model.max_length), page_pairs, raw.compute.device,
+                         progress=run.progress)
+
+    return cache.cached(run.folder, "compare", key, compute, lambda c: c.to_cache(), CompareResults.from_cache)
+
+
 def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedModel | None = None) -> AtlasData:
     """The computing half of a build: encode -> score -> label -> showcase ->
     analyses, each stage read from the cache when its key is there.
@@ -396,7 +440,8 @@ def compute(cfg: Config, pairs: list[Pair], progress: bool = True, lm: LoadedMod
     qk_pairs = sorted({h.examples[0] for h in heads if h.examples})
     showcase = showcase_stage(run, scores_key, page_pairs, qk_pairs)
     analysis = analysis_stage(run, scores_key, scores, heads, page_pairs)
+    compare = compare_stage(run, scores_key, page_pairs)
     return AtlasData(model=scores.model, pairs=pairs, layouts=scores.layouts, truncated=scores.truncated,
                      pair_scores=scores.pair_scores, sums=scores.sums, heads=heads, showcase=showcase,
                      thresholds=cfg.thresholds, timings=run.timings, analysis=analysis,
-                     budget_sums=scores.budget)
+                     budget_sums=scores.budget, compare=compare)

@@ -115,7 +115,7 @@ class CorpusBudget:
     ``value_sums`` of the value-weighted attention."""
 
     sums: BudgetSums
-    value_sums: BudgetSums
+    value_sums: BudgetSums | None
 
     @classmethod
     def zeros(cls, layers: int, heads: int) -> CorpusBudget:
@@ -216,7 +216,7 @@ def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[s
     means = sums.mean()
     shares = budget.sums.mean() if budget is not None else None
     leads = budget.sums.lead_share() if budget is not None else None
-    value_shares = budget.value_sums.mean() if budget is not None else None
+    value_shares = budget.value_sums.mean() if budget is not None and budget.value_sums is not None else None
     out = []
     layers, heads = means.shape[:2]
     for layer in range(layers):
@@ -231,7 +231,7 @@ def summarise_heads(pair_scores: np.ndarray, sums: ScoreSums, thresholds: dict[s
             if budget is not None:
                 named = {key: dict(zip(CATEGORY_NAMES, arr[layer, head].tolist()))
                          for key, arr in (("budget", shares), ("value_budget", value_shares),
-                                          ("budget_lead", leads))}
+                                          ("budget_lead", leads)) if arr is not None}
             out.append(HeadSummary(
                 layer=layer, head=head, scores=scores, label=label, example_pattern=pattern,
                 consistency=agree, examples=top_pairs(per_pair, pattern, examples_per_head),

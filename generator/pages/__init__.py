@@ -16,6 +16,7 @@ from generator.config import slug
 from generator.links import (CORPUS, HEADS_COMPARE, HEADS_INDEX, HOME, IMPORTANCE, METHODOLOGY, head_doc, layer_doc,
                              pattern_doc)
 from generator.pages.common import SiteContext
+from generator.pages.compare import COMPARE, compare_page
 from generator.pages.corpus import corpus_page
 from generator.pages.head import head_page
 from generator.pages.heads import heads_compare_page, heads_table_page
@@ -62,10 +63,12 @@ def site_pages(ctx: SiteContext) -> list[Page]:
             pages.append(Page(doc, "head.md.j2", f"Head {layer}-{head} · {data.head(layer, head).label}",
                               lambda doc=doc, layer=layer, head=head: head_page(ctx, doc, layer, head)))
     pages.append(Page(HEADS_INDEX, "heads.md.j2", "All heads", lambda: heads_table_page(ctx, HEADS_INDEX)))
-    pages.append(Page(HEADS_COMPARE, "compare.md.j2", "Side by side", lambda: heads_compare_page(ctx, HEADS_COMPARE)))
+    pages.append(Page(HEADS_COMPARE, "heads_compare.md.j2", "Side by side", lambda: heads_compare_page(ctx, HEADS_COMPARE)))
     an = data.analysis
     if an is not None and (an.ablation is not None or an.groups):
         pages.append(Page(IMPORTANCE, "importance.md.j2", "Importance", lambda: importance_page(ctx, IMPORTANCE)))
+    if data.compare is not None:
+        pages.append(Page(COMPARE, "compare.md.j2", "What fine-tuning changed", lambda: compare_page(ctx, COMPARE)))
     pages.append(Page(CORPUS, "corpus.md.j2", "All pairs", lambda: corpus_page(ctx, CORPUS)))
     for index, doc in ctx.pair_docs.items():
         pages.append(Page(doc, "pair.md.j2", f"p{index:0{ctx.width}d} · {slug(data.pairs[index].id, 40)}",
@@ -91,5 +94,7 @@ def navigation(pages: list[Page], layers: int, heads: int) -> list:
     nav.append({"Pairs": CORPUS})
     if IMPORTANCE in by_doc:
         nav.append({"Importance": IMPORTANCE})
+    if COMPARE in by_doc:
+        nav.append({by_doc[COMPARE].title: COMPARE})
     nav.append({"Methodology": METHODOLOGY})
     return nav

@@ -11,6 +11,7 @@ from markupsafe import Markup
 from generator import figures, qk, views
 from generator.links import IMPORTANCE, head_doc, layer_doc, pattern_doc, rel
 from generator.pages.common import Figures, Link, PairText, SiteContext
+from generator.pages.compare import HeadCompareSection, head_compare_section
 from generator.pages.importance import importance_rank
 from generator.registry import MIXED, PATTERNS
 
@@ -73,6 +74,7 @@ class HeadPage:
     qk_view: Markup | None
     head_dim: int
     neurons: Neurons | None
+    compare: HeadCompareSection | None = None
 
 
 def _neighbour(ctx: SiteContext, doc: str, layer: int, head: int, step: int) -> Link | None:
@@ -133,6 +135,7 @@ def head_page(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadPage:
         if nr["dims"]:
             neurons = Neurons(nr["pattern_dot"], nr["other_dot"], nr["top_share"], nr["dims_for_80"],
                               list(zip(nr["dims"], nr["values"])))
+    compare = head_compare_section(ctx, doc, fig, layer, head)
     return HeadPage(
         layer=layer, head=head, label=h.label, consistency=h.consistency,
         label_threshold=ctx.thresholds[h.label] if h.label != MIXED else None,
@@ -140,4 +143,4 @@ def head_page(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadPage:
         layer_href=rel(doc, layer_doc(layer)), pattern_href=rel(doc, pattern_doc(h.label)), importance=importance,
         pairs=len(data.pairs), scores_bar=scores_bar, score_rows=rows, example_pattern=h.example_pattern,
         examples=examples, best_pair=best, head_view=head_view, qk_view=qk_view, head_dim=data.model["head_dim"],
-        neurons=neurons)
+        neurons=neurons, compare=compare)

@@ -12,6 +12,7 @@ from markupsafe import Markup
 from generator import figures, views
 from generator.links import head_doc, rel
 from generator.pages.common import Figures, Link, PairText, SiteContext
+from generator.pages.compare import PairCompareSection, pair_compare_section
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class PairPage:
     grid: Markup
     label_counts: list[tuple[str, int]]
     used_by: list[HeadUsingPair]
+    compare: PairCompareSection | None = None
 
 
 def attribution_style(attributions: np.ndarray, i: int) -> str:
@@ -129,4 +131,4 @@ def pair_page(ctx: SiteContext, doc: str, index: int) -> PairPage:
         truncated=bool(data.truncated[index]), max_length=ctx.max_length, n=layout.n, tokens=tokens,
         views_shown=views_shown, view_max_tokens=ctx.view_max_tokens, heads_total=ctx.n_heads_total,
         model_view=model_view, head_view=head_view, attribution=attribution, impact=impact, grid=grid,
-        label_counts=ctx.count_labels(labels), used_by=used_by)
+        label_counts=ctx.count_labels(labels), used_by=used_by, compare=pair_compare_section(ctx, doc, fig, index))
