@@ -422,7 +422,7 @@ def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: 
 
     Args:
         task_lm: the second checkpoint with its classification head
-            (:func:`generator.analysis.objective.load_task_model`).
+            (:func:`generator.model.load_model`).
         pairs: the corpus (every ``label`` a class index).
         changes: :attr:`CompareResults.heads`.
     Returns:
@@ -436,11 +436,7 @@ def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: 
     objective = ClassificationObjective(task_lm, pairs, batch_size=batch_size, max_length=max_length)
     ablation = ablation_importance(objective)
     loss_baseline = mean_loss(objective)
-    loss_change = np.zeros((task_lm.layers, task_lm.heads))
-    for layer in range(task_lm.layers):
-        for head in range(task_lm.heads):
-            with mask_heads(task_lm, [(layer, head)]):
-                loss_change[layer, head] = mean_loss(objective) - loss_baseline
+    loss_change = ablation.loss_change  # mean over pairs of the change of each pair's cross-entropy
     group, by = grown_heads(changes, group_size)
     with mask_heads(task_lm, group):
         masked = objective.evaluate()
@@ -458,7 +454,7 @@ def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: 
                 best = (float(moved[h]), e.index, h, b[last, h, 0].copy(), a[last, h, 0].copy())
     _, pair_index, h, row_before, row_after = best
     return ClassificationCompare(
-        baseline=ablation.baseline.metric, ablation=ablation.change, group=group, group_by=by,
+        baseline=ablation.baseline.metric, ablation=ablation.metric_change, group=group, group_by=by,
         group_accuracy=masked.metric, loss_baseline=loss_baseline, loss_change=loss_change, group_loss=group_loss,
         cls_head=(last, h), pair_index=pair_index,
         tokens=objective.encoded[pair_index].layout.tokens, cls_before=row_before, cls_after=row_after)

@@ -137,9 +137,14 @@ def test_a_checkpoint_compared_with_itself_changes_nothing(lm, pairs):
     assert all(b == a for _, b, a in result.label_counts())
     assert largest_shifts(result.heads, 5)[0].change == 0.0
     # the "before" side is the atlas's own scoring of the model
-    scores, sums = score_corpus(lm, encoded, 2, progress=False)
-    own = summarise_heads(scores, sums, THRESHOLDS, 2)
+    scores, sums, budget = score_corpus(lm, encoded, 2, progress=False)
+    own = summarise_heads(scores, sums, THRESHOLDS, 2, budget=budget)
     assert [h.scores for h in own] == [c.before_scores for c in result.heads]
+    # ... and its raw attention budget (the comparison computes no value norms)
+    for h, c in zip(own, result.heads):
+        assert c.before_budget.keys() == h.budget.keys()
+        assert all(abs(c.before_budget[k] - h.budget[k]) < 1e-5 for k in h.budget)
+        assert all(v == 0.0 for v in c.budget_change.values())
     assert sorted(result.after_attention) == [0, 3]
     # the cache round trip keeps everything the pages read
     again = CompareResults.from_cache(*result.to_cache())
