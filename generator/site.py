@@ -133,7 +133,8 @@ def relocatable_404(page: Path, top_level: list[str], prefix: str = "/") -> None
 
     MkDocs writes the 404 page's links as absolute paths (``/assets/...``) when no ``site_url``
     is set, which break under a subpath. They become root-relative to a ``<base>`` element that a
-    small inline script sets from the URL the page is served at.
+    small inline script sets from the URL the page is served at; Material's own config (site root,
+    search worker) is resolved against that ``<base>`` too.
 
     Args:
         page: the built ``404.html`` (left alone when missing).
@@ -147,6 +148,20 @@ def relocatable_404(page: Path, top_level: list[str], prefix: str = "/") -> None
     text = re.sub(r'(\s(?:href|src))="' + re.escape(prefix) + r'(?!/)', r'\1="', text)
     script = _BASE_SCRIPT % json.dumps(sorted(n for n in top_level if n != "404.html"))
     text = text.replace("<head>", "<head>\n" + script, 1)
+    # Material reads its site root and search worker from a JSON config, resolved against the
+    # page's own URL: make them relative to the <base> too, before Material's script runs
+    config = re.search(r'(<script id="__config" type="application/json">)(.*?)(</script>)', text, re.S)
+    if config:
+        doc = json.loads(config.group(2))
+        doc["base"] = ""
+        if isinstance(doc.get("search"), str) and doc["search"].startswith(prefix):
+            doc["search"] = doc["search"][len(prefix):]
+        fix = ("<script>(function () { var c = document.getElementById('__config'), j = JSON.parse(c.textContent);"
+               " j.base = new URL(j.base || '.', document.baseURI).href;"
+               " if (j.search) j.search = new URL(j.search, document.baseURI).href;"
+               " c.textContent = JSON.stringify(j); })();</script>")
+        text = (text[:config.start()] + config.group(1) + json.dumps(doc) + config.group(3) + fix
+                + text[config.end():])
     page.write_text(text, encoding="utf-8")
 
 

@@ -36,12 +36,19 @@
     setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
   }
   function baseName(el) { return (el.id || "figure").replace(/[^a-z0-9-]+/gi, "-"); }
-  /* The numbers behind a Plotly figure: every trace's name, x, y and z. */
+  /* The numbers behind a Plotly figure: every trace's name, x, y and z, as plain nested arrays
+   * (read from the decoded traces: the page's JSON may hold typed arrays as base64 "bdata"). */
+  function plain(v) {
+    if (ArrayBuffer.isView(v)) return Array.from(v);
+    if (Array.isArray(v)) return v.map(plain);
+    return v;
+  }
   function figureData(gd) {
-    return (gd.data || []).map(function (t) {
-      var out = { type: t.type, name: t.name };
+    return (gd.data || []).map(function (t, i) {
+      var full = (gd._fullData || [])[i] || {}, out = { type: t.type, name: t.name };
       ["x", "y", "z", "text"].forEach(function (k) {
-        if (t[k] !== undefined) out[k] = Array.isArray(t[k]) || ArrayBuffer.isView(t[k]) ? Array.prototype.map.call(t[k], function (v) { return ArrayBuffer.isView(v) ? Array.from(v) : v; }) : t[k];
+        var v = full[k] !== undefined ? full[k] : t[k];
+        if (v !== undefined && (t[k] !== undefined || k === "z")) out[k] = plain(v);
       });
       return out;
     });
@@ -142,6 +149,7 @@
     var info = root.querySelector(".atlas-table-info");
     var prev = root.querySelector("button.prev"), next = root.querySelector("button.next");
     var perPage = +(root.getAttribute("data-per-page") || 50), page = 0, sortCol = -1, sortDir = 1;
+    var noun = root.getAttribute("data-noun") || "rows";
     function key(row, col) {
       var cell = row.cells[col], v = cell.getAttribute("data-sort");
       if (v === null) v = cell.textContent.trim();
@@ -153,7 +161,7 @@
       page = Math.min(page, pages - 1);
       rows.forEach(function (r) { r.hidden = true; });
       shown.forEach(function (r, k) { tbody.appendChild(r); r.hidden = Math.floor(k / perPage) !== page; });
-      if (info) info.textContent = shown.length + " of " + rows.length + " rows \u00b7 page " + (page + 1) + " of " + pages;
+      if (info) info.textContent = shown.length + " of " + rows.length + " " + noun + " \u00b7 page " + (page + 1) + " of " + pages;
       if (prev) prev.disabled = page === 0;
       if (next) next.disabled = page >= pages - 1;
     }
