@@ -46,10 +46,11 @@ class GroupResult:
 # the arrays of AnalysisResults (stored in the cache's npz, the rest in JSON)
 _ARRAYS = ("ablation_effect", "ablation_effect_ci", "loss_change", "loss_change_ci", "loss_change_overlaps_zero",
            "metric_change", "metric_change_ci", "metric_change_overlaps_zero", "ablation_metric", "gradient_raw",
-           "gradient_layer_normalized", "head_coords")
+           "gradient_layer_normalized", "head_coords", "objective_values")
 _SCALARS = ("objective", "metric_name", "metric_directed", "higher_is_better", "baseline", "rank_correlation",
             "bootstrap_resamples", "bootstrap_level", "impact_layer", "impact_mask_token", "impact_note",
-            "head_map_pairs", "head_map_sample", "objective_pairs", "inputs", "skipped", "timings")
+            "head_map_pairs", "head_map_sample", "objective_pairs", "objective_sample", "inputs", "skipped",
+            "timings")
 
 
 @dataclass
@@ -101,6 +102,13 @@ class AnalysisResults:
             2019); ``head_map_pairs`` how many pairs it averages over;
             ``head_map_sample`` their corpus indices (a seeded random sample).
         objective_pairs: how many pairs the objective ran on.
+        objective_sample: their corpus indices (all pairs, or an evenly
+            spaced sample of ``analysis.objective_pairs``).
+        objective_values: ``[objective_pairs]`` the model's own per-pair value
+            of the objective with no head masked, in ``objective_sample``
+            order (for ``similarity``: the cosine similarity of the two
+            sentences' embeddings, as the model is used); ``None`` when
+            neither head masking nor group masking ran.
         inputs: analysis name -> ``{"input": "joint" | "separate", "reason":
             one sentence}``: which input each analysis that ran used, and why.
         skipped: analysis name -> one sentence on why it did not run.
@@ -136,6 +144,8 @@ class AnalysisResults:
     head_map_pairs: int = 0
     head_map_sample: list[int] = field(default_factory=list)
     objective_pairs: int = 0
+    objective_sample: list[int] = field(default_factory=list)
+    objective_values: np.ndarray | None = None
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -199,6 +209,14 @@ class AnalysisResults:
         for key, a in meta["attributions"].items():
             out.attributions[int(key)] = {**a, "attributions": arrays[f"attr_{key}"]}
         return out
+
+    def objective_value(self, index: int) -> float | None:
+        """The model's own value of the objective on corpus pair ``index``
+        (e.g. the cosine similarity of its two sentences), or ``None`` when
+        the pair is not in :attr:`objective_sample` or nothing evaluated it."""
+        if self.objective_values is None or index not in self.objective_sample:
+            return None
+        return float(self.objective_values[self.objective_sample.index(index)])
 
     def importance_of(self, layer: int, head: int) -> dict | None:
         """One head's importance for heads.json, each field named by its quantity:
@@ -309,7 +327,7 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
                                max_length=max_length, **options)
     sample_encoded = [encoded[i] for i in sample]
     res = AnalysisResults(objective=acfg.objective, metric_name="", objective_pairs=len(sample),
-                          bootstrap_resamples=acfg.bootstrap_resamples)
+                          objective_sample=list(sample), bootstrap_resamples=acfg.bootstrap_resamples)
     objective_input = acfg.input if acfg.objective == "similarity" else "joint"
     off = "switched off by a setting (analysis.{} = false)"
     base = None
@@ -317,6 +335,7 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
         t = time.perf_counter()
         base = objective.evaluate()
         res.metric_name, res.baseline = base.metric_name, float(base.metric)
+        res.objective_values = np.asarray(base.per_pair, dtype=np.float64)
         res.metric_directed = base.metric_name != "mean_similarity"
         res.higher_is_better = bool(base.higher_is_better)
         res.timings["objective_s"] = time.perf_counter() - t
