@@ -101,3 +101,21 @@ def test_a_corpus_with_metadata_shows_it_on_home_and_corpus_pages(tmp_path):
         html = (folder / "site" / page).read_text(encoding="utf-8")
         assert "Three &lt;pairs&gt;" in html and "<pairs>" not in html
         assert "CC BY 4.0" in html and "A tiny corpus for a test." in html
+
+
+def test_methodology_defines_the_budget_and_counts_leading_heads(built_site):
+    """The budget table lists the eleven categories in matching order, and
+    its 'heads for which it leads' column is the argmax of heads.json's budgets."""
+    from generator.budget import CATEGORY_NAMES
+
+    site = built_site["site"]
+    html = (site / "methodology" / "index.html").read_text(encoding="utf-8")
+    table = html.split("heads for which it leads", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>(\d+)</td><td>.*?<code>(\w+)</code>.*?</td><td>.*?</td><td>(\d+) of (\d+)</td></tr>",
+                      table, re.S)
+    assert [name for _, name, _, _ in rows] == list(CATEGORY_NAMES)
+    heads = json.loads((site / "data" / "heads.json").read_text(encoding="utf-8"))["heads"]
+    lead = [max(CATEGORY_NAMES, key=lambda c: h["budget"][c]) for h in heads]
+    for _, name, count, total in rows:
+        assert int(count) == lead.count(name) and int(total) == len(heads)
+    assert "split_special_tokens" in html and "BasicTokenizer" in html and "Abnar" in html
