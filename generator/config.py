@@ -570,7 +570,8 @@ def settings(model: type[BaseModel] = RawConfig) -> list[tuple[str, dict]]:
 
     Returns:
         ``(dotted name, JSON schema)`` per leaf setting (sections are walked
-        into, not listed); the schema holds its ``description``,
+        into, not listed, except an optional section such as ``compare``,
+        listed itself and then walked into); the schema holds its ``description``,
         ``default`` and allowed values (``enum``, ``type``, ``minimum``,
         ``maximum``).
     """
@@ -581,8 +582,12 @@ def settings(model: type[BaseModel] = RawConfig) -> list[tuple[str, dict]]:
     def walk(node: dict, prefix: str) -> None:
         for name, prop in node["properties"].items():
             ref = prop.get("$ref") or next((s["$ref"] for s in prop.get("allOf", []) if "$ref" in s), None)
+            optional = next((s["$ref"] for s in prop.get("anyOf", []) if "$ref" in s), None)
             if ref is not None:
                 walk(defs[ref.rsplit("/", 1)[1]], f"{prefix}{name}.")
+            elif optional is not None:  # an optional section: say that it is, then list its settings
+                out.append((prefix + name, {k: v for k, v in prop.items() if k != "anyOf"} | {"type": "section"}))
+                walk(defs[optional.rsplit("/", 1)[1]], f"{prefix}{name}.")
             else:
                 out.append((prefix + name, prop))
 
@@ -598,7 +603,8 @@ def _allowed(prop: dict) -> str:
     words = []
     for kind in kinds:
         lo, hi = kind.get("minimum"), kind.get("maximum")
-        word = {"boolean": "`true` \\| `false`", "integer": "integer", "number": "number", "string": "text"}.get(
+        word = {"boolean": "`true` \\| `false`", "integer": "integer", "number": "number", "string": "text",
+                "section": "a section, or unset"}.get(
             kind.get("type"), kind.get("type", "value"))
         if lo is not None and hi is not None:
             word += f" {lo:,} to {hi:,}" if word != "number" else f" {lo:g} to {hi:g}"
@@ -625,7 +631,7 @@ def readme_section() -> str:
     one table row per setting, from the ``Field(description=...)`` of
     :class:`RawConfig` and its sections."""
     start, end = readme.markers("config")
-    rows = [f"| `{name}` | {_cell(_default(prop.get('default')))} | {_allowed(prop)} | "
+    rows = [f"| `{name}` | {_cell(_default(prop['default']) if 'default' in prop else 'required')} | {_allowed(prop)} | "
             f"{_cell(prop.get('description', ''))} |" for name, prop in settings()]
     return "\n".join([
         start,
