@@ -3,10 +3,12 @@ head), tokenise pairs, and run batched forward passes that hand out attention
 ``[layers, heads, seq, seq]`` and, for the query/key view, the per-head query
 and key vectors.
 
-Everything deeper than the returned attention is read with forward hooks on
-the model's own modules (transformers 5 has no ``head_mask``): nothing here
-forks model code. The shared helpers :func:`base_model`, :func:`pad_batch` and
-:func:`module_hooks` are what :mod:`generator.analysis` builds on.
+Where attention lives differs by architecture; :mod:`generator.architectures`
+holds those facts in one table and reads attention through transformers'
+attention-function registry or hooks on the model's own modules (transformers
+5 has no ``head_mask``): nothing here forks model code. The shared helpers
+:func:`base_model`, :func:`pad_batch` and :func:`module_hooks` are what
+:mod:`generator.analysis` builds on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from generator.architectures import (Architecture, LayerAttention, architecture_of, attention_implementation,
+                                     capture_attention)
 from generator.config import DEFAULT_MODEL, Pair
 from generator.errors import AtlasError
 from generator.patterns import PairLayout
@@ -29,10 +33,8 @@ from generator.tokens import pair_layout
 
 log = logging.getLogger(__name__)
 
-#: ``config.model_type`` values whose self-attention modules expose
-#: ``query`` / ``key`` projections under ``encoder.layer[i].attention.self``.
-BERT_FAMILY = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "mpnet", "data2vec-text",
-               "xmod", "roc_bert", "megatron-bert", "nomic_bert", "rembert", "splinter", "layoutlm", "luke"}
+#: The ``compute.dtype`` names and their torch dtypes.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -118,17 +120,21 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "base_model", model)
 
 
-def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def encoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The transformer blocks of a model's encoder.
 
     Args:
-        model: a transformers module, with or without a task head.
+        model: a transformers module, with or without a task head, of an
+            architecture in :data:`generator.architectures.ARCHITECTURES`.
 
     Returns:
-        The ``[layers]`` blocks (``encoder.layer`` of :func:`base_model`),
-        0-indexed from the embeddings up.
+        The ``[layers]`` blocks in the order they run, 0-indexed from the
+        embeddings up (ALBERT: the one shared block, repeated).
+
+    Raises:
+        AtlasError: for a model type not in the table.
     """
-    return base_model(model).encoder.layer
+    return architecture_of(model.config, model.config.name_or_path).layer_blocks(base_model(model))
 
 
 @dataclass
@@ -145,6 +151,9 @@ class LoadedModel:
         heads: attention heads per layer.
         head_dim: width of one head's query, key and value vectors
             (``hidden_size / heads``).
+        arch: where attention lives in this architecture
+            (:class:`generator.architectures.Architecture`).
+        dtype: the ``compute.dtype`` the weights were loaded in.
     """
 
     model: torch.nn.Module
@@ -154,6 +163,8 @@ class LoadedModel:
     layers: int
     heads: int
     head_dim: int
+    arch: Architecture
+    dtype: str = "float32"
 
     def self_attention(self, layer: int) -> torch.nn.Module:
         """The self-attention module of one layer.
@@ -162,11 +173,11 @@ class LoadedModel:
             layer: 0-indexed, from the embeddings up.
 
         Returns:
-            The module with the ``query``, ``key`` and ``value`` projections
-            ``[hidden] -> [heads * head_dim]``; its forward returns
-            ``(context, attention)``, attention ``[B, heads, T, T]``.
+            The module whose call is the layer's attention (its query, key
+            and value projections are named in
+            :attr:`Architecture.projections`); shared by every layer in ALBERT.
         """
-        return encoder_layers(self.model)[layer].attention.self
+        return self.arch.attention(encoder_layers(self.model)[layer])
 
     def attention_output(self, layer: int) -> torch.nn.Module:
         """The output projection ``W_O`` of one layer (Vaswani et al. 2017,
@@ -178,17 +189,21 @@ class LoadedModel:
         Returns:
             The linear module whose input is the concatenated head contexts
             ``[B, T, heads * head_dim]`` (head ``h`` in columns
-            ``h * head_dim`` to ``(h + 1) * head_dim``).
+            ``h * head_dim`` to ``(h + 1) * head_dim``); shared by every
+            layer in ALBERT.
         """
-        return encoder_layers(self.model)[layer].attention.output.dense
+        return self.arch.output(encoder_layers(self.model)[layer])
 
 
 Task = Literal["mlm", "classification"]
 
 
-def load_model(name_or_path: str, device: str = "auto", task: Task | None = None) -> LoadedModel:
-    """Load a tokenizer and a BERT-family model once: eager attention (so that
-    attention probabilities exist), eval mode, on ``device``.
+def load_model(name_or_path: str, device: str = "auto", task: Task | None = None,
+               dtype: str = "float32") -> LoadedModel:
+    """Load a tokenizer and an encoder once: attention computed eagerly (so
+    that attention probabilities exist; see
+    :func:`generator.architectures.attention_implementation`), eval mode, on
+    ``device``, in ``dtype``.
 
     Args:
         name_or_path: the config's ``model.name_or_path``: a local folder, a
@@ -200,6 +215,10 @@ def load_model(name_or_path: str, device: str = "auto", task: Task | None = None
             (``AutoModelForMaskedLM``) or ``"classification"`` with its
             sequence-classification head (``AutoModelForSequenceClassification``),
             for the objectives of :mod:`generator.analysis.objective`.
+        dtype: the config's ``compute.dtype``: ``"float32"`` (the default,
+            whatever precision the checkpoint was saved in: half-precision
+            weights are upcast exactly), ``"bfloat16"`` or ``"float16"`` (CUDA
+            only).
 
     Returns:
         The :class:`LoadedModel`; :meth:`LoadedModel.attention_output` and head
@@ -208,11 +227,15 @@ def load_model(name_or_path: str, device: str = "auto", task: Task | None = None
     Raises:
         AtlasError: naming ``model.name_or_path`` when the folder does not
             exist (and the text is not a hub name), the config or weights
-            cannot be loaded, the model is not BERT-family, the checkpoint has
-            no trained weights for the asked task head (transformers would
-            otherwise initialise one at random; all-MiniLM-L6-v2 has neither
-            head), or the tokenizer is not a fast tokenizer (word ids are
-            needed for the same_word pattern); and for an unknown ``task``.
+            cannot be loaded, the model type is not in
+            :data:`generator.architectures.ARCHITECTURES` (decoder-only and
+            encoder-decoder models are refused with the reason), the
+            checkpoint has no trained weights for the asked task head
+            (transformers would otherwise initialise one at random;
+            all-MiniLM-L6-v2 has neither head), or the tokenizer is not a fast
+            tokenizer (word ids are needed for the same_word pattern); naming
+            ``compute.dtype`` for half precision on a CPU or an unknown dtype;
+            and for an unknown ``task``.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -220,6 +243,12 @@ def load_model(name_or_path: str, device: str = "auto", task: Task | None = None
     classes = {None: AutoModel, "mlm": AutoModelForMaskedLM, "classification": AutoModelForSequenceClassification}
     if task not in classes:
         raise AtlasError(f"unknown task {task!r}; choose 'mlm' or 'classification'")
+    if dtype not in DTYPES:
+        raise AtlasError(f"compute.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    dev = pick_device(device)
+    if dtype != "float32" and dev.type != "cuda":
+        raise AtlasError(f"compute.dtype: {dtype} needs a CUDA device (compute.device resolved to {dev.type}); "
+                         "half precision on a CPU is slower than float32 and moves the scores: use float32")
     hf_logging.disable_progress_bar()  # our own progress bars cover the slow parts
     resolved = resolve_model_path(name_or_path)
     if Path(resolved).expanduser().exists():
@@ -232,13 +261,12 @@ def load_model(name_or_path: str, device: str = "auto", task: Task | None = None
     except (OSError, ValueError) as exc:
         raise AtlasError(f"model.name_or_path: cannot load a model config from {name_or_path!r}: "
                          f"{str(exc).splitlines()[0]}") from None
-    if config.model_type not in BERT_FAMILY:
-        raise AtlasError(f"model.name_or_path: {name_or_path!r} is a {config.model_type!r} model, not a "
-                         f"BERT-family encoder (supported: {', '.join(sorted(BERT_FAMILY))})")
+    arch = architecture_of(config, name_or_path)
     purpose = f" for {task}" if task else ""
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model, info = classes[task].from_pretrained(resolved, attn_implementation="eager", output_loading_info=True)
+        model, info = classes[task].from_pretrained(resolved, attn_implementation=attention_implementation(arch),
+                                                    dtype=DTYPES[dtype], output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise AtlasError(f"model.name_or_path: cannot load {name_or_path!r}{purpose}: "
                          f"{str(exc).splitlines()[0]}") from None
@@ -252,11 +280,12 @@ def load_model(name_or_path: str, device: str = "auto", task: Task | None = None
     if not getattr(tokenizer, "is_fast", False):
         raise AtlasError(f"model.name_or_path: {name_or_path!r} has no fast tokenizer (tokenizer.json); "
                          "word ids are needed for the same_word pattern")
-    dev = pick_device(device)
     model.to(dev).eval()
+    arch.layer_blocks(base_model(model))  # refuses an unsupported variant (ALBERT inner groups) now
     heads = config.num_attention_heads
+    head_dim = getattr(config, "attention_head_size", None) or config.hidden_size // heads
     return LoadedModel(model=model, tokenizer=tokenizer, device=dev, name_or_path=name_or_path,
-                       layers=config.num_hidden_layers, heads=heads, head_dim=config.hidden_size // heads)
+                       layers=config.num_hidden_layers, heads=heads, head_dim=head_dim, arch=arch, dtype=dtype)
 
 
 def _looks_like_hub_name(text: str) -> bool:
@@ -300,9 +329,7 @@ def effective_max_length(lm: LoadedModel, max_length: int) -> int:
         Understanding", section 3; two fewer for RoBERTa, whose positions
         start after the padding index), with a warning when it was over.
     """
-    limit = getattr(lm.model.config, "max_position_embeddings", max_length)
-    if getattr(lm.model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
-        limit -= 2  # RoBERTa's positions start after the padding index
+    limit = getattr(lm.model.config, "max_position_embeddings", max_length) - lm.arch.position_offset
     if max_length > limit:
         log.warning("model.max_length %d is over the model's %d positions; using %d", max_length, limit, limit)
         return limit
@@ -446,6 +473,26 @@ def module_hooks(forward: Iterable[tuple[torch.nn.Module, Callable]] = (),
             handle.remove()
 
 
+def forward_capture(lm: LoadedModel, batch: list[EncodedPair], on_layer: Callable[[LayerAttention], None],
+                    terms: bool = False) -> None:
+    """Run one padded batch and hand out each layer's attention, queries,
+    keys and values as the layer runs
+    (:func:`generator.architectures.capture_attention`).
+
+    Args:
+        lm: the model.
+        batch: the pairs (see :func:`length_sorted_batches`).
+        on_layer: called once per layer, in layer order, with its
+            :class:`~generator.architectures.LayerAttention` (tensors
+            ``[B, heads, T, ...]``, padding included), so that at most one
+            layer's attention is alive at a time (no ``output_attentions``).
+        terms: also compute the logit terms the architecture adds to ``q . k``
+            (:attr:`~generator.architectures.Architecture.extra_terms`).
+    """
+    with capture_attention(lm.arch, base_model(lm.model), lm.heads, on_layer, terms=terms), torch.inference_mode():
+        lm.model(**collate(lm, batch))
+
+
 def forward_layers(lm: LoadedModel, batch: list[EncodedPair],
                    on_layer: Callable[[int, torch.Tensor], None]) -> None:
     """Run one padded batch and hand out each layer's attention as it comes out.
@@ -459,12 +506,7 @@ def forward_layers(lm: LoadedModel, batch: list[EncodedPair],
             one layer's attention is alive at a time (no
             ``output_attentions``).
     """
-    def hook_of(layer: int):
-        return lambda module, args, output: on_layer(layer, output[1])
-
-    with module_hooks(forward=[(lm.self_attention(layer), hook_of(layer)) for layer in range(lm.layers)]), \
-            torch.inference_mode():
-        lm.model(**collate(lm, batch))
+    forward_capture(lm, batch, lambda cap: on_layer(cap.layer, cap.weights))
 
 
 def attention_for(lm: LoadedModel, batch: list[EncodedPair]) -> list[np.ndarray]:
@@ -488,48 +530,45 @@ def attention_for(lm: LoadedModel, batch: list[EncodedPair]) -> list[np.ndarray]
     return [stacked[b, :, :, :len(e.input_ids), :len(e.input_ids)].numpy().copy() for b, e in enumerate(batch)]
 
 
-def capture_query_key(lm: LoadedModel, batch: list[EncodedPair]) -> dict[str, np.ndarray]:
-    """Queries, keys and attention of a padded batch, read with forward hooks
-    on the model's own ``query`` and ``key`` projections (bias included,
-    before the ``1/sqrt(head_dim)`` scale): the "neuron view" of Vig 2019,
-    "A Multiscale Visualization of Attention in the Transformer Model",
-    section 3.3.
+def capture_query_key(lm: LoadedModel, batch: list[EncodedPair], terms: bool = True) -> dict:
+    """Queries, keys and attention of a padded batch as the model's attention
+    computes them (bias included, after any position transform, before the
+    scale): the "neuron view" of Vig 2019, "A Multiscale Visualization of
+    Attention in the Transformer Model", section 3.3.
 
     Args:
         lm: the model.
         batch: the pairs.
+        terms: also return the logit terms the architecture adds to ``q . k``.
 
     Returns:
         ``q``, ``k``: float32 ``[B, layers, heads, T, head_dim]``;
         ``attention``: ``[B, layers, heads, T, T]``; ``mask``: int64 ``[B, T]``
-        (1 = real token). For every head, ``softmax(q @ k.T / sqrt(head_dim) +
+        (1 = real token); ``scaling``: float ``[layers]``, the factor on ``q .
+        k`` (``1/sqrt(head_dim)`` for BERT); ``extra``: name -> float32
+        ``[B, layers, heads, T, T]`` for each term of
+        :attr:`~generator.architectures.Architecture.extra_terms` (empty for
+        BERT). For every head, ``softmax(q @ k.T * scaling + sum(extra) +
         (1 - mask) * -inf)`` is the attention (Vaswani et al. 2017, "Attention
-        Is All You Need", eq. 1).
+        Is All You Need", eq. 1; DeBERTa: He et al. 2021, eq. 4; MPNet: Song
+        et al. 2020, section 2.3).
     """
-    captured: dict[tuple[int, str], torch.Tensor] = {}
-    per_layer: list[torch.Tensor] = [None] * lm.layers  # type: ignore[list-item]
+    per_layer: list[LayerAttention] = [None] * lm.layers  # type: ignore[list-item]
 
-    def hook_of(layer: int, name: str):
-        def hook(module, args, output):
-            captured[(layer, name)] = output.detach().float().cpu()
-        return hook
+    def keep(cap: LayerAttention) -> None:
+        per_layer[cap.layer] = LayerAttention(
+            cap.layer, cap.weights.float().cpu(), cap.query.float().cpu(), cap.key.float().cpu(),
+            cap.value.float().cpu()[:0], cap.scaling, {n: t.float().cpu() for n, t in cap.extra.items()})
 
-    def keep(layer: int, attention: torch.Tensor) -> None:
-        per_layer[layer] = attention.float().cpu()
-
-    projections = [(getattr(lm.self_attention(layer), name), hook_of(layer, name))
-                   for layer in range(lm.layers) for name in ("query", "key")]
-    with module_hooks(forward=projections):
-        forward_layers(lm, batch, keep)
+    forward_capture(lm, batch, keep, terms=terms)
     B = len(batch)
-    T = per_layer[0].shape[-1]
-
-    def heads_of(t: torch.Tensor) -> torch.Tensor:  # [B, T, H*d] -> [B, H, T, d]
-        return t.view(B, T, lm.heads, lm.head_dim).transpose(1, 2)
-
-    q = torch.stack([heads_of(captured[(layer, "query")]) for layer in range(lm.layers)], dim=1)
-    k = torch.stack([heads_of(captured[(layer, "key")]) for layer in range(lm.layers)], dim=1)
+    T = per_layer[0].weights.shape[-1]
     mask = np.zeros((B, T), dtype=np.int64)
     for b, e in enumerate(batch):
         mask[b, :len(e.input_ids)] = 1
-    return {"q": q.numpy(), "k": k.numpy(), "attention": torch.stack(per_layer, dim=1).numpy(), "mask": mask}
+    names = list(per_layer[0].extra)
+    return {"q": torch.stack([c.query for c in per_layer], dim=1).numpy(),
+            "k": torch.stack([c.key for c in per_layer], dim=1).numpy(),
+            "attention": torch.stack([c.weights for c in per_layer], dim=1).numpy(), "mask": mask,
+            "scaling": np.array([c.scaling for c in per_layer], dtype=np.float64),
+            "extra": {n: torch.stack([c.extra[n] for c in per_layer], dim=1).numpy() for n in names}}

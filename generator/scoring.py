@@ -22,7 +22,8 @@ from tqdm import tqdm
 from generator.budget import CATEGORY_NAMES, C, BudgetSums, batch_budget, category_weights
 from generator.config import PATTERNS
 from generator.describe import describe_head
-from generator.model import EncodedPair, LoadedModel, attention_for, capture_query_key, forward_layers, length_sorted_batches
+from generator.architectures import LayerAttention
+from generator.model import EncodedPair, LoadedModel, attention_for, capture_query_key, forward_capture, length_sorted_batches
 from generator.patterns import MIXED, BatchMasks, ScoreSums, batch_scores, classify, consistency, nearest_pattern, top_pairs
 from generator.value_norms import output_gram, value_norms, value_weighted
 
@@ -59,8 +60,9 @@ def score_batch_all(lm: LoadedModel, batch: list[EncodedPair], budget: bool = Tr
     The category map of the batch (:func:`generator.budget.category_weights`)
     is built once and shared by every layer. The value norms ``||f_h(x_j)||``
     (Kobayashi et al. 2020, "Attention is Not Only a Weight: Analyzing
-    Transformers with Vector Norms", section 3) come from a forward hook on
-    each layer's value projection, as that layer runs.
+    Transformers with Vector Norms", section 3) come from the values each
+    layer's attention call receives (:func:`generator.model.forward_capture`),
+    as that layer runs.
 
     Args:
         lm: the model.
@@ -78,27 +80,20 @@ def score_batch_all(lm: LoadedModel, batch: list[EncodedPair], budget: bool = Tr
     out = torch.empty(B, lm.layers, lm.heads, len(PATTERNS))
     raw = torch.empty(B, lm.layers, lm.heads, C) if budget else None
     weighted = torch.empty(B, lm.layers, lm.heads, C) if budget else None
-    handles, values = [], {}
     if budget:
         weights = category_weights(layouts, width, lm.device)
         grams = grams if grams is not None else output_grams(lm)
-        for layer in range(lm.layers):
-            def keep(module, args, output, layer=layer):
-                values[layer] = output
-            handles.append(lm.self_attention(layer).value.register_forward_hook(keep))
 
-    def on_layer(layer: int, attention: torch.Tensor) -> None:
+    def on_layer(cap: LayerAttention) -> None:
+        layer, attention = cap.layer, cap.weights
         out[:, layer] = batch_scores(attention, masks).cpu()
         if budget:
             raw[:, layer] = batch_budget(attention, weights).cpu()
-            norms = value_norms(values.pop(layer), grams[layer])
+            values = cap.value.transpose(1, 2).reshape(B, width, -1)  # [B, T, heads * head_dim]
+            norms = value_norms(values, grams[layer])
             weighted[:, layer] = batch_budget(value_weighted(attention, norms), weights).cpu()
 
-    try:
-        forward_layers(lm, batch, on_layer)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_capture(lm, batch, on_layer)
     return BatchResult(out.numpy(), raw.numpy() if budget else None, weighted.numpy() if budget else None)
 
 

@@ -3,10 +3,13 @@
 Head ``h`` of layer ``l`` contributes to the layer's output only through its
 slice ``[:, :, h * head_dim:(h + 1) * head_dim]`` of the input of
 ``attention_output(l)`` (the ``W_O`` projection of Vaswani et al. 2017: the
-concatenated head contexts). Masking multiplies that slice by 0; gating
+concatenated head contexts; where it is in each architecture is in
+:mod:`generator.architectures`). Masking multiplies that slice by 0; gating
 multiplies it by a scalar ``xi_h`` (Michel et al. 2019, "Are Sixteen Heads
-Really Better than One?", eq. 2), both with forward pre-hooks on that module,
-so nothing of the model's code is forked and every objective of
+Really Better than One?", eq. 2), both with forward pre-hooks on that module
+(:func:`generator.architectures.output_projection_hooks`; a projection shared
+by every layer, as in ALBERT, acts on the call of the named layer only), so
+nothing of the model's code is forked and every objective of
 :mod:`generator.analysis.objective` runs unchanged under them.
 
 Heads are ``(layer, head)``, 0-based; arrays over heads are ``[layers, heads]``.
@@ -23,8 +26,9 @@ import numpy as np
 import torch
 
 from generator.analysis.objective import Objective, ObjectiveResult, corpus_metric, metric_change, spearman
-from generator.model import (EncodedPair, LoadedModel, attention_for, encoder_layers, length_sorted_batches,
-                             module_hooks)
+from generator.architectures import output_projection_hooks
+from generator.model import (EncodedPair, LoadedModel, attention_for, base_model, encoder_layers,
+                             length_sorted_batches, module_hooks)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,8 @@ def mask_heads(lm: LoadedModel, heads: Iterable[Head]) -> Iterator[None]:
     """Zero the given heads' contexts while the ``with`` block runs.
 
     ``heads``: ``(layer, head)`` pairs (duplicates allowed, empty = no-op).
-    One forward pre-hook per affected layer on ``lm.attention_output(layer)``
-    multiplies its input ``[batch, seq, heads * head_dim]`` by a 0/1 vector,
+    A forward pre-hook on ``lm.attention_output(layer)`` multiplies the
+    input of each affected layer ``[batch, seq, heads * head_dim]`` by a 0/1 vector,
     so the masked slices become exactly 0 and every other slice is unchanged
     bit for bit (``x * 1.0 == x``). This is the ``head_mask`` of older
     transformers (Michel et al. 2019 section 2.2, ``xi_h = 0``). Hooks are
@@ -65,13 +69,12 @@ def mask_heads(lm: LoadedModel, heads: Iterable[Head]) -> Iterator[None]:
         keep[hs] = 0.0
         keep = keep.reshape(-1)
 
-        def hook(module, args):
-            x = args[0]
-            return (x * keep.to(device=x.device, dtype=x.dtype), *args[1:])
-        return hook
+        def transform(x):
+            return x * keep.to(device=x.device, dtype=x.dtype)
+        return transform
 
     by_layer = _check_heads(lm, heads)
-    with module_hooks(pre=[(lm.attention_output(layer), hook_of(hs)) for layer, hs in by_layer.items()]):
+    with output_projection_hooks(lm.arch, base_model(lm.model), {layer: hook_of(hs) for layer, hs in by_layer.items()}):
         yield
 
 
@@ -92,15 +95,13 @@ def gate_heads(lm: LoadedModel, gates: torch.Tensor) -> Iterator[None]:
         raise ValueError(f"gates must be [layers, heads] = [{lm.layers}, {lm.heads}] or [rows, {lm.layers}, "
                          f"{lm.heads}], not {list(shape)}")
     def hook_of(layer: int):
-        def hook(module, args):
-            x = args[0]  # [R, T, H * d]
+        def transform(x):  # [R, T, H * d]
             g = gates[layer] if gates.dim() == 2 else gates[:, layer]  # [H] or [R, H]
             g = g.to(device=x.device, dtype=x.dtype).reshape(-1 if gates.dim() == 3 else 1, 1, lm.heads, 1)
-            y = (x.reshape(*x.shape[:-1], lm.heads, lm.head_dim) * g).reshape(x.shape)
-            return (y, *args[1:])
-        return hook
+            return (x.reshape(*x.shape[:-1], lm.heads, lm.head_dim) * g).reshape(x.shape)
+        return transform
 
-    with module_hooks(pre=[(lm.attention_output(layer), hook_of(layer)) for layer in range(lm.layers)]):
+    with output_projection_hooks(lm.arch, base_model(lm.model), {layer: hook_of(layer) for layer in range(lm.layers)}):
         yield
 
 
@@ -226,15 +227,16 @@ def ablation_importance(objective: Objective, heads: Iterable[Head] | None = Non
     and, when a head of layer ``l`` is masked, recompute only layers ``l ..``
     (bit-identical results; for 6 layers about 40 % less work), unless the
     recording exceeds ``max_cache_bytes`` (then it is dropped and every
-    evaluation runs the whole model). Raises :class:`ValueError` for a head out
-    of range.
+    evaluation runs the whole model; never for an architecture whose layers
+    share one module, ALBERT, where a layer cannot be replayed alone). Raises
+    :class:`ValueError` for a head out of range.
     """
     from tqdm import tqdm
 
     lm = objective.lm
     heads = all_heads(lm) if heads is None else list(heads)
     _check_heads(lm, heads)
-    replay = _LayerReplay(lm) if reuse_lower_layers else None
+    replay = _LayerReplay(lm) if reuse_lower_layers and not lm.arch.shared_layers else None
     if replay is not None:
         with torch.no_grad(), replay.recording():
             baseline = objective.evaluate()
