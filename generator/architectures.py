@@ -354,11 +354,13 @@ def capture_attention(arch: Architecture, base: nn.Module, heads: int, on_layer:
 
     def projection_hook(module_id: int, name: str):
         def hook(module, args, output):
-            seen.setdefault(module_id, {})[name] = output
+            # the first call is the content projection; DeBERTa with shared keys calls the same
+            # projections again on its relative-position embeddings
+            seen.setdefault(module_id, {}).setdefault(name, output)
         return hook
 
     def pre_hook(module, args, kwargs):
-        state = seen.setdefault(id(module), {})
+        state = seen[id(module)] = {}
         state["args"], state["kwargs"] = args, dict(kwargs)
         if arch.name == "MPNet":
             state["wanted"] = kwargs.get("output_attentions", False)

@@ -76,6 +76,10 @@ class ComputeConfig(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=4096, description=(
         "Pairs per forward pass (pairs of similar length are batched together). Larger is faster until "
         "memory runs out: memory grows with batch_size x heads x max_length^2 for one layer."))] = 32
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=(
+        "Precision the model runs in. `float32` (the default) whatever precision the checkpoint was saved in "
+        "(half-precision weights are upcast exactly); `bfloat16` / `float16` only with a CUDA device (faster on a "
+        "GPU, scores move by about 1e-3), refused on a CPU. Part of the score cache key."))
     engine: Literal["local", "ray"] = Field("local", description=(
         "`local`: one process. `ray`: the scoring runs on a Ray cluster (`pip install '.[ray]'`), same numbers."))
     ray_workers: Annotated[int, Field(ge=1, le=1024, description=(

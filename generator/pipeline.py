@@ -210,7 +210,8 @@ class BuildRun:
         """
         if self._lm is None:
             t = time.perf_counter()
-            self._lm = load_model(self.cfg.raw.model.name_or_path, self.cfg.raw.compute.device)
+            self._lm = load_model(self.cfg.raw.model.name_or_path, self.cfg.raw.compute.device,
+                                  dtype=self.cfg.raw.compute.dtype)
             self.timings["load_s"] = time.perf_counter() - t
         return self._lm
 
@@ -248,7 +249,8 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
     """Score every head on every pair: the batch run.
 
     Key: model name and :func:`~generator.model.model_identity`, the corpus
-    (:func:`~generator.config.corpus_fingerprint`), ``model.max_length`` and
+    (:func:`~generator.config.corpus_fingerprint`), ``model.max_length``,
+    ``compute.dtype`` and
     :func:`~generator.cache.code_version`. Inputs on a miss: the encoded pairs;
     ``compute.engine`` picks the local loop
     (:func:`generator.scoring.score_corpus`) or Ray
@@ -265,7 +267,7 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
     raw = run.cfg.raw
     name = raw.model.name_or_path
     key = cache.make_key("scores", name, model_identity(name), corpus_fingerprint(run.pairs), raw.model.max_length,
-                         cache.code_version())
+                         raw.compute.dtype, cache.code_version())
 
     def compute() -> Scores:
         lm, encoded = run.model(), run.encoded()
@@ -360,7 +362,7 @@ def analysis_stage(run: BuildRun, scores_key: str, scores: Scores, heads: list[H
     def compute() -> AnalysisResults:
         lm = run.model()
         task_lm = lm if acfg.objective == "similarity" else load_model(raw.model.name_or_path, raw.compute.device,
-                                                                       task=acfg.objective)
+                                                                       task=acfg.objective, dtype=raw.compute.dtype)
         results = run_analyses(acfg, lm, task_lm, run.pairs, run.encoded(), labels, per_pair,
                                raw.compute.batch_size)
         run.timings.update(results.timings)

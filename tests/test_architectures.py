@@ -1,0 +1,258 @@
+"""Every supported architecture, end to end, on a tiny randomly initialised
+model with a real tokenizer of its own type, trained here on the shipped
+corpus with the ``tokenizers`` library and wrapped in the model's own
+tokenizer class (no download):
+
+* WordPiece (BERT, DistilBERT, ELECTRA; MPNet with ``<s> a </s></s> b </s>``),
+* byte-level BPE (RoBERTa, ``<s> a </s></s> b </s>``),
+* SentencePiece Unigram (ALBERT, XLM-RoBERTa, DeBERTa-v2/v3).
+
+For each: tokens and words read from the text, attention captured exactly
+(against ``output_attentions=True`` of an eager model), the query/key view
+reproducing attention with every term the architecture adds, head masking and
+gates at the attention output projection, value norms, and a full site with
+analyses whose ``heads.json`` scores and budgets equal an independent
+computation. Also: compute.dtype and the refusals of unsupported models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, small_corpus_items, write_project
+from generator.budget import CATEGORY_NAMES
+from generator.config import DEFAULT_MODEL, PATTERNS, Pair
+from generator.errors import AtlasError
+
+#: Pairs every architecture is built on: Chinese, punctuation inside words,
+#: a typed "[SEP]" (text, not a separator) and words split into pieces.
+EXTRA_PAIRS = [
+    {"id": "zh-cities", "a": "他在北京工作，她在上海。", "b": "他们都很喜欢北京。"},
+    {"id": "typed-sep", "a": "Press the [SEP] key twice.", "b": "The [SEP] key is text here, not a separator."},
+    {"id": "numbers", "a": "It cost 1,250.75 dollars.", "b": "Prices rose to 3,400.10 dollars, roughly 1,250.75 more."},
+    {"id": "pieces", "a": "Antidisestablishmentarianism resurfaced unexpectedly.",
+     "b": "Counterrevolutionaries reorganised antidisestablishmentarianism."},
+    {"id": "store-twice", "a": "store, then the store.", "b": "Store the strawberries at the store."},
+]
+TOL = 2e-3
+
+
+def corpus_items() -> list[dict]:
+    return small_corpus_items(n_regular=3) + EXTRA_PAIRS
+
+
+def training_text() -> list[str]:
+    items = yaml.safe_load((ROOT / "content" / "corpus.yml").read_text(encoding="utf-8"))
+    return [p[s] for p in items for s in ("a", "b")]
+
+
+# ------------------------------------------------------------------ tokenizers
+
+def train_wordpiece(specials: list[str], unk: str) -> dict[str, int]:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token=unk))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(training_text(), trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials))
+    return tok.get_vocab()
+
+
+def train_bpe(specials: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(training_text(), trainers.BpeTrainer(
+        vocab_size=800, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def train_unigram(specials: list[str], unk: str, lower: bool) -> list[tuple[str, float]]:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    if lower:
+        tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator(training_text(), trainers.UnigramTrainer(
+        vocab_size=800, special_tokens=specials, unk_token=unk))
+    return [tuple(v) for v in json.loads(tok.to_str())["model"]["vocab"]]
+
+
+# ------------------------------------------------------------------ tiny models
+
+@dataclass(frozen=True)
+class Spec:
+    """One architecture under test: its tokenizer type, whether that
+    tokenizer lower-cases, and how many special tokens frame a pair."""
+
+    model_type: str
+    tokenizer_type: str
+    lower: bool
+    framing: int
+
+
+SPECS = {
+    "bert": Spec("bert", "WordPiece", True, 3),
+    "distilbert": Spec("distilbert", "WordPiece", True, 3),
+    "electra": Spec("electra", "WordPiece", True, 3),
+    "albert": Spec("albert", "SentencePiece Unigram", True, 3),
+    "roberta": Spec("roberta", "byte-level BPE", False, 4),
+    "xlm-roberta": Spec("xlm-roberta", "SentencePiece Unigram", False, 4),
+    "deberta-v2": Spec("deberta-v2", "SentencePiece Unigram", False, 3),
+    "mpnet": Spec("mpnet", "WordPiece", True, 4),
+}
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=130, initializer_range=0.3, hidden_dropout_prob=0.0,
+             attention_probs_dropout_prob=0.0)
+
+
+def make_tokenizer(kind: str):
+    """The model's own tokenizer class built on a vocabulary trained here."""
+    import transformers as tf
+
+    bert_specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    if kind in ("bert", "distilbert", "electra"):
+        cls = {"bert": tf.BertTokenizer, "distilbert": tf.DistilBertTokenizer, "electra": tf.ElectraTokenizer}[kind]
+        return cls(vocab=train_wordpiece(bert_specials, "[UNK]"))
+    if kind == "mpnet":  # MPNet's embeddings take the padding index 1
+        return tf.MPNetTokenizer(vocab=train_wordpiece(["<s>", "<pad>", "</s>", "[UNK]", "<mask>"], "[UNK]"))
+    if kind == "roberta":
+        vocab, merges = train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        return tf.RobertaTokenizer(vocab=vocab, merges=merges)
+    if kind == "xlm-roberta":
+        return tf.XLMRobertaTokenizer(vocab=train_unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<unk>", False))
+    if kind == "albert":
+        return tf.AlbertTokenizer(vocab=train_unigram(["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], "<unk>", True))
+    if kind == "deberta-v2":
+        return tf.DebertaV2Tokenizer(vocab=train_unigram(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "[UNK]",
+                                                          False))
+    raise ValueError(kind)
+
+
+def make_config(kind: str, tokenizer):
+    import transformers as tf
+
+    common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    if kind == "distilbert":
+        return tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128,
+                                   initializer_range=0.3, dropout=0.0, attention_dropout=0.0, **common)
+    if kind == "albert":
+        return tf.AlbertConfig(embedding_size=16, num_hidden_groups=1, inner_group_num=1, **SMALL, **common)
+    if kind == "electra":
+        return tf.ElectraConfig(embedding_size=16, **SMALL, **common)
+    if kind == "deberta-v2":  # v3 settings: relative attention with shared keys, both position terms
+        return tf.DebertaV2Config(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=32,
+                                  max_relative_positions=-1, position_biased_input=False, share_att_key=True,
+                                  norm_rel_ebd="layer_norm", type_vocab_size=0, **SMALL, **common)
+    cls = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig, "xlm-roberta": tf.XLMRobertaConfig,
+           "mpnet": tf.MPNetConfig}[kind]
+    extra = {"relative_attention_num_buckets": 32} if kind == "mpnet" else {}
+    if kind in ("roberta", "xlm-roberta"):
+        extra = {"type_vocab_size": 1}
+    return cls(**SMALL, **extra, **common)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """kind -> folder of a saved tiny model and its tokenizer, made on first use."""
+    from transformers import AutoModel
+
+    made: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in made:
+            folder = tmp_path_factory.mktemp(f"tiny-{kind}")
+            tokenizer = make_tokenizer(kind)
+            torch.manual_seed(0)
+            model = AutoModel.from_config(make_config(kind, tokenizer))
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            made[kind] = folder
+        return made[kind]
+
+    return get
+
+
+KINDS = list(SPECS)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    """kind -> (LoadedModel, encoded pairs), loaded once per module."""
+    from generator.model import encode_pairs, load_model
+
+    cache: dict = {}
+
+    def get(kind: str):
+        if kind not in cache:
+            lm = load_model(str(tiny_models(kind)), "cpu")
+            cache[kind] = (lm, encode_pairs(lm, [Pair(**p) for p in EXTRA_PAIRS], 128))
+        return cache[kind]
+
+    return get
+
+
+def eager_reference(folder: Path):
+    """The same checkpoint loaded with transformers' own eager attention."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+
+
+def alone_inputs(e) -> dict[str, torch.Tensor]:
+    inputs = {"input_ids": torch.tensor([e.input_ids.tolist()])}
+    if e.token_type_ids is not None:
+        inputs["token_type_ids"] = torch.tensor([e.token_type_ids.tolist()])
+    return inputs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_capture_equals_eager_attention_and_qk_reproduces_it(kind, loaded, tiny_models):
+    """The captured attention of a padded batch equals ``output_attentions``
+    of transformers' eager model on each pair alone; the query/key view,
+    ``softmax(q k^T * scaling + extra terms + mask)``, reproduces it to 1e-5,
+    and where the architecture adds terms, q.k alone does not."""
+    from generator.model import capture_query_key
+
+    lm, encoded = loaded(kind)
+    assert lm.model.config.model_type == kind
+    out = capture_query_key(lm, encoded)
+    assert sorted(out["extra"]) == sorted(lm.arch.extra_terms)
+    ref = eager_reference(tiny_models(kind))
+    mask = torch.as_tensor(out["mask"]).bool()  # [B, T]
+    q, k = torch.as_tensor(out["q"]).double(), torch.as_tensor(out["k"]).double()
+    logits = torch.einsum("blhid,blhjd->blhij", q, k) * torch.as_tensor(out["scaling"])[None, :, None, None, None]
+    content_only = logits.clone()
+    for term in out["extra"].values():
+        logits = logits + torch.as_tensor(term).double()
+    key_mask = ~mask[:, None, None, None, :]
+    recon = torch.softmax(logits.masked_fill(key_mask, -math.inf), -1).numpy()
+    content = torch.softmax(content_only.masked_fill(key_mask, -math.inf), -1).numpy()
+    gaps = []
+    for b, e in enumerate(encoded):
+        n = len(e.input_ids)
+        with torch.inference_mode():
+            want = torch.stack(ref(**alone_inputs(e), output_attentions=True).attentions, 1)[0].numpy()
+        got = out["attention"][b, :, :, :n, :n]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose(recon[b, :, :, :n, :n], got, atol=1e-5)
+        assert np.all(out["attention"][b, :, :, :n, n:] == 0)  # padding gets nothing
+        gaps.append(np.abs(content[b, :, :, :n, :n] - got).max())
+    if lm.arch.extra_terms:
+        assert max(gaps) > 1e-3  # the named terms matter: q.k alone is not the attention
+    else:
+        assert max(gaps) < 1e-5
