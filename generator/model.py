@@ -350,6 +350,11 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
     Returns:
         One :class:`EncodedPair` per pair, in corpus order.
 
+    A literal special token typed in a sentence (``[SEP]``) is text
+    (``split_special_tokens``); where the tokenizer's own vocabulary still
+    maps that text onto the special id (a SentencePiece vocabulary that holds
+    ``[SEP]`` as a piece, as DeBERTa-v2/v3's does), a warning names the pair.
+
     Raises:
         AtlasError: naming the file, the pair (index and id) and the field
             when a sentence has no token at all (only invisible characters).
@@ -365,6 +370,7 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
     # split_special_tokens: a literal "[SEP]" typed in a sentence is text, not a separator
     enc = tok(a_texts, b_texts, truncation="longest_first", max_length=max_length, return_special_tokens_mask=True,
               return_offsets_mapping=True, split_special_tokens=True)
+    special_ids = set(tok.all_special_ids) - {tok.unk_token_id}  # unknown characters are [UNK] as text
     out = []
     for index, pair in enumerate(pairs):
         ids = np.asarray(enc["input_ids"][index], dtype=np.int64)
@@ -378,6 +384,12 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
         if truncated:
             log.warning("%s: pair %d (id %r) has %d tokens, over max_length %d: truncated (longest sentence first)",
                         corpus_name, index, pair.id, len(full[index]), max_length)
+        literal = [j for j in np.flatnonzero(~special) if int(ids[j]) in special_ids]
+        if literal:
+            log.warning("%s: pair %d (id %r): the tokenizer's vocabulary maps the text %s onto its special token "
+                        "id, so the model sees a special token there (the atlas still counts it as text)",
+                        corpus_name, index, pair.id, ", ".join(sorted({repr(tok.convert_ids_to_tokens(int(ids[j])))
+                                                                      for j in literal})))
         layout = pair_layout(tok, pair.a, pair.b, enc, index)
         tti = enc.get("token_type_ids")
         out.append(EncodedPair(index=index, input_ids=ids,

@@ -256,3 +256,202 @@ def test_capture_equals_eager_attention_and_qk_reproduces_it(kind, loaded, tiny_
         assert max(gaps) > 1e-3  # the named terms matter: q.k alone is not the attention
     else:
         assert max(gaps) < 1e-5
+
+
+# ------------------------------------------------------------------ tokens and words
+
+#: a BasicTokenizer word, written independently of generator.tokens: one CJK
+#: ideograph, one punctuation or symbol character (ASCII "_" included), or a
+#: run of other non-space characters
+WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\w\s]|_|(?:(?![\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff_])\w)+")
+
+
+def text_words(text: str) -> np.ndarray:
+    """``[len(text)]`` the word index of every character, -1 for spaces."""
+    out = np.full(len(text), -1)
+    for w, m in enumerate(WORD.finditer(text)):
+        out[m.start():m.end()] = w
+    return out
+
+
+def independent_layout(tok, a: str, b: str, lower: bool) -> dict:
+    """Special tokens, sentence, identity (the span's text) and word (the
+    word of the span's first non-space character, or of the next one) of
+    every token, from the tokenizer's offsets and the text alone."""
+    enc = tok(a, b, return_offsets_mapping=True, return_special_tokens_mask=True, split_special_tokens=True)
+    texts, words = (a, b), (text_words(a), text_words(b))
+    special = [bool(s) for s in enc["special_tokens_mask"]]
+    out = {"ids": enc["input_ids"], "types": enc.get("token_type_ids"), "special": special, "tok": [], "seg": [],
+           "word": []}
+    for j, (s, (start, end)) in enumerate(zip(enc.sequence_ids(), enc["offset_mapping"])):
+        if special[j]:
+            out["tok"].append(None), out["seg"].append(None), out["word"].append(None)
+            continue
+        piece = texts[s][start:end].strip()
+        out["tok"].append(piece.casefold() if lower else piece)
+        out["seg"].append(s)
+        after = [w for w in words[s][start:] if w >= 0]
+        out["word"].append(after[0] if after else -1)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tokens_and_words_come_from_the_text(kind, loaded):
+    """On every tokenizer type: the framing has the architecture's special
+    tokens only; a typed [SEP] is text; each Chinese ideograph, each comma
+    and point of 1,250.75 is a word of its own; the pieces of a split word
+    share its word; "store," and "Store" at a sentence start are the token
+    "store" (the span's text, case-folded when the tokenizer lower-cases)."""
+    lm, encoded = loaded(kind)
+    spec = SPECS[kind]
+    by_id = {p["id"]: (p, e) for p, e in zip(EXTRA_PAIRS, encoded)}
+    for p, e in by_id.values():
+        ref = independent_layout(lm.tokenizer, p["a"], p["b"], spec.lower)
+        lay = e.layout
+        assert e.input_ids.tolist() == ref["ids"]
+        assert lay.special.tolist() == ref["special"]
+        assert int(lay.special.sum()) == spec.framing, (kind, p["id"], lay.tokens)
+        for j in np.flatnonzero(~lay.special):
+            assert lay.identity[j] == ref["tok"][j], (kind, p["id"], j, lay.tokens[j])
+            assert lay.word[j] == ref["word"][j], (kind, p["id"], j, lay.tokens[j])
+            assert lay.segment[j] == ref["seg"][j]
+    # a typed [SEP] is text: only the framing is special
+    p, e = by_id["typed-sep"]
+    assert any("[" == lay_id or "[sep]" in lay_id.casefold() for lay_id in e.layout.identity[1:-1])
+    # Chinese: one word per ideograph
+    p, e = by_id["zh-cities"]
+    enc = lm.tokenizer(p["a"], p["b"], return_offsets_mapping=True)
+    starts = [start for (start, end), s in zip(enc["offset_mapping"], enc.sequence_ids()) if s == 0]
+    a_words = [int(w) for w, s in zip(e.layout.word, e.layout.segment) if s == 0]
+    assert a_words == starts  # no spaces in the sentence: word k is character k
+    # 1,250.75: digits, comma and point are separate words
+    p, e = by_id["numbers"]
+    a = [(e.layout.identity[j], int(e.layout.word[j])) for j in np.flatnonzero(e.layout.segment == 0)]
+    assert ("," , 3) in a and (".", 5) in a  # "It cost 1 , 250 . 75 dollars ." -> words 0..8
+    # a word split into pieces: several tokens share one word
+    p, e = by_id["pieces"]
+    words = [(int(s), int(w)) for w, s in zip(e.layout.word, e.layout.segment) if s >= 0]
+    assert max(words.count(w) for w in words) >= 3
+    # "store" opening a sentence and "store" after a space (RoBERTa's "Ġstore"): the same text;
+    # "Store" opening b: the same once case-folded, when the tokenizer lower-cases
+    p, e = by_id["store-twice"]
+
+    def word_text(seg: int, word: int) -> str:
+        return "".join(e.layout.identity[j] for j in range(e.layout.n)
+                       if e.layout.segment[j] == seg and e.layout.word[j] == word)
+
+    assert word_text(0, 0) == word_text(0, 4) == "store"
+    assert (word_text(1, 0) == "store") == spec.lower
+
+
+def test_a_typed_special_token_the_vocabulary_still_maps_is_named(loaded, caplog):
+    """DeBERTa-v2/v3's SentencePiece vocabulary holds "[SEP]" as a piece: the
+    typed text still becomes the separator id. The pair is named in a
+    warning; BERT's WordPiece splits the text and nothing is said."""
+    from generator.model import encode_pairs
+
+    pair = [Pair(**EXTRA_PAIRS[1])]
+    for kind, expected in (("deberta-v2", True), ("bert", False)):
+        lm, _ = loaded(kind)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="generator.model"):
+            (e,) = encode_pairs(lm, pair, 128, corpus_name="corpus.yml")
+        sep_inside = bool(np.any(e.input_ids[~e.layout.special] == lm.tokenizer.sep_token_id))
+        assert sep_inside == expected
+        named = [r.getMessage() for r in caplog.records if "typed-sep" in r.getMessage()]
+        assert bool(named) == expected
+        if expected:
+            assert "'[SEP]'" in named[0] and "corpus.yml" in named[0]
+
+
+# ------------------------------------------------------------------ masking, gates, value norms
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_masking_gates_and_value_norms_act_at_the_output_projection(kind, loaded):
+    """The input of the table's output projection is the concatenation of the
+    heads' ``attention @ values`` (so masking, gates and value norms act on
+    the right tensor); masking a head equals a zero gate and zeroing its
+    columns of W_O; a gate of ones changes nothing; in ALBERT a layer's mask
+    acts on that layer's call of the shared projection only."""
+    import copy
+
+    from generator.analysis.importance import gate_heads, mask_heads
+    from generator.model import base_model, collate, forward_capture
+    from generator.value_norms import head_contributions
+
+    lm, encoded = loaded(kind)
+    batch = encoded[:3]
+    inputs = collate(lm, batch)
+    layer_out = [lm.attention_output(layer) for layer in range(lm.layers)]
+    seen_in, seen_out, caps = [], [], {}
+
+    def keep(cap):
+        caps[cap.layer] = (cap.weights.clone(), cap.value.clone())
+
+    hooks = []
+    for module in {id(m): m for m in layer_out}.values():
+        hooks.append(module.register_forward_pre_hook(lambda m, args: seen_in.append(args[0].detach().clone())))
+        hooks.append(module.register_forward_hook(lambda m, args, out: seen_out.append(out.detach().clone())))
+    try:
+        forward_capture(lm, batch, keep)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen_in) == lm.layers
+    B, T = inputs["input_ids"].shape
+    for layer in range(lm.layers):
+        weights, value = caps[layer]
+        context = (weights @ value).transpose(1, 2).reshape(B, T, -1)
+        torch.testing.assert_close(seen_in[layer], context, atol=1e-5, rtol=1e-5)
+        # Kobayashi et al. 2020: the heads' vectors add up to the projection's output (bias aside)
+        values = value.transpose(1, 2).reshape(B, T, -1)
+        total = head_contributions(values, weights, layer_out[layer].weight).sum(1) + layer_out[layer].bias
+        torch.testing.assert_close(total, seen_out[layer].float(), atol=1e-4, rtol=1e-4)
+
+    def last(**ctx):
+        with torch.inference_mode():
+            return base_model(lm.model)(**inputs).last_hidden_state
+
+    plain = last()
+    ones = torch.ones(lm.layers, lm.heads)
+    with gate_heads(lm, ones):
+        assert torch.equal(last(), plain)
+    head = (lm.layers - 1, 1)
+    zero = ones.clone()
+    zero[head] = 0
+    with mask_heads(lm, [head]):
+        masked = last()
+    with gate_heads(lm, zero):
+        assert torch.equal(last(), masked)
+    assert not torch.allclose(masked, plain, atol=1e-4)
+    d = lm.head_dim
+    cols = slice(head[1] * d, (head[1] + 1) * d)
+    if not lm.arch.shared_layers:
+        twin = copy.deepcopy(lm.model)
+        with torch.no_grad():
+            lm.arch.output(lm.arch.layer_blocks(base_model(twin))[head[0]]).weight[:, cols] = 0
+            want = base_model(twin)(**inputs).last_hidden_state
+        torch.testing.assert_close(masked, want, atol=1e-5, rtol=1e-5)
+    else:
+        # the shared projection with the columns zeroed masks the head in every layer ...
+        twin = copy.deepcopy(lm.model)
+        with torch.no_grad():
+            lm.arch.output(lm.arch.layer_blocks(base_model(twin))[0]).weight[:, cols] = 0
+            want = base_model(twin)(**inputs).last_hidden_state
+        with mask_heads(lm, [(layer, head[1]) for layer in range(lm.layers)]):
+            torch.testing.assert_close(last(), want, atol=1e-5, rtol=1e-5)
+        # ... and masking it in the last layer alone leaves the first layer's call unchanged
+        seen_in.clear()
+        hook = layer_out[0].register_forward_pre_hook(lambda m, args: seen_in.append(args[0].detach().clone()))
+        try:
+            with mask_heads(lm, [head]):
+                last()
+        finally:
+            hook.remove()
+        assert torch.equal(seen_in[0], caps_context(caps, 0, B, T))
+        assert not torch.allclose(masked, want, atol=1e-4)
+
+
+def caps_context(caps: dict, layer: int, B: int, T: int) -> torch.Tensor:
+    weights, value = caps[layer]
+    return (weights @ value).transpose(1, 2).reshape(B, T, -1)
