@@ -455,3 +455,159 @@ def test_masking_gates_and_value_norms_act_at_the_output_projection(kind, loaded
 def caps_context(caps: dict, layer: int, B: int, T: int) -> torch.Tensor:
     weights, value = caps[layer]
     return (weights @ value).transpose(1, 2).reshape(B, T, -1)
+
+
+# ------------------------------------------------------------------ full site
+
+def literal_scores(A: np.ndarray, L: dict) -> dict[str, float]:
+    """The seven scores of one head on one pair, by literal loops over the
+    definitions (Clark et al. 2019, "What Does BERT Look At?", section 3; Vig
+    2019)."""
+    n = len(L["ids"])
+    Q = [i for i in range(n) if not L["special"][i]]
+    tok, seg, word = L["tok"], L["seg"], L["word"]
+
+    def mean(v):
+        return sum(v) / len(v) if v else math.nan
+
+    out = {
+        "next": mean([A[i, i + 1] for i in Q if i + 1 < n]),
+        "previous": mean([A[i, i - 1] for i in Q]),
+        "delimiter": mean([sum(A[i, j] for j in range(n) if L["special"][j]) for i in Q]),
+        "same_token": mean([sum(A[i, j] for j in Q if tok[j] == tok[i]) for i in Q]),
+        "broad": mean([-sum(a * math.log(a) for a in A[i] if a > 0) / math.log(n) for i in Q]),
+    }
+    other, pieces = [], []
+    for i in Q:
+        js = [j for j in Q if tok[j] == tok[i] and seg[j] != seg[i]]
+        if js:
+            other.append(sum(A[i, j] for j in js))
+        js = [j for j in Q if j != i and seg[j] == seg[i] and word[j] == word[i]]
+        if js:
+            pieces.append(sum(A[i, j] for j in js))
+    out["other_sentence"] = mean(other)
+    out["same_word"] = mean(pieces)
+    return out
+
+
+def literal_budget(A: np.ndarray, L: dict) -> dict[str, float]:
+    """The attention budget of one head on one pair: each (query, key) cell
+    to the first category that matches, in the methodology's order."""
+    n = len(L["ids"])
+    tok, seg, word, special = L["tok"], L["seg"], L["word"], L["special"]
+    Q = [i for i in range(n) if not special[i]]
+    total = dict.fromkeys(CATEGORY_NAMES, 0.0)
+    for i in Q:
+        for j in range(n):
+            if j == i:
+                c = "self"
+            elif special[j]:
+                c = "cls" if j == 0 else "sep"
+            elif seg[j] == seg[i] and word[j] == word[i]:
+                c = "word_pieces"
+            elif j == i - 1:
+                c = "previous"
+            elif j == i + 1:
+                c = "next"
+            elif tok[j] == tok[i]:
+                c = "copies" if seg[j] == seg[i] else "copies_other_sentence"
+            elif tok[j] and all(not ch.isalnum() and not ch.isspace() for ch in tok[j]):
+                c = "punctuation"
+            elif seg[j] == seg[i]:
+                c = "own_sentence"
+            else:
+                c = "other_sentence"
+            total[c] += float(A[i, j])
+    return {c: v / len(Q) for c, v in total.items()}
+
+
+def independent_means(folder: Path, items: list[dict], lower: bool) -> dict[tuple[int, int], dict]:
+    """Corpus means of every head's scores, raw budget and value-weighted
+    budget from ``output_attentions=True`` of transformers' eager model on
+    each pair alone, value norms from each layer's input (a hook on the
+    table's attention module) and the weights."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from generator.architectures import BY_MODEL_TYPE
+    from generator.model import base_model
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    arch = BY_MODEL_TYPE[model.config.model_type]
+    blocks = arch.layer_blocks(base_model(model))
+    H = model.config.num_attention_heads
+    scores, budgets, value_budgets = {}, {}, {}
+    for item in items:
+        L = independent_layout(tok, item["a"], item["b"], lower)
+        inputs = {"input_ids": torch.tensor([L["ids"]])}
+        if L["types"] is not None and "token_type_ids" in tok.model_input_names:
+            inputs["token_type_ids"] = torch.tensor([L["types"]])
+        layer_inputs = []
+        attention = {id(arch.attention(b)): arch.attention(b) for b in blocks}
+        hooks = [m.register_forward_pre_hook(lambda m, args, kwargs: layer_inputs.append(
+            (kwargs.get("hidden_states", args[0] if args else None)).detach()), with_kwargs=True)
+            for m in attention.values()]
+        try:
+            with torch.inference_mode():
+                out = model(**inputs, output_attentions=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        for layer, block in enumerate(blocks):
+            x = layer_inputs[layer][0].double()
+            v_proj = getattr(arch.attention(block), arch.projections[2])
+            v = x @ v_proj.weight.detach().double().T + v_proj.bias.detach().double()
+            Wo = arch.output(block).weight.detach().double()
+            d = Wo.shape[1] // H
+            for h in range(H):
+                A = out.attentions[layer][0, h].double().numpy()
+                norms = torch.linalg.vector_norm(v[:, h * d:(h + 1) * d] @ Wo[:, h * d:(h + 1) * d].T, dim=-1).numpy()
+                W = A * norms[None, :]
+                W = W / W.sum(-1, keepdims=True)
+                scores.setdefault((layer, h), []).append(literal_scores(A, L))
+                budgets.setdefault((layer, h), []).append(literal_budget(A, L))
+                value_budgets.setdefault((layer, h), []).append(literal_budget(W, L))
+    means = {}
+    for key in scores:
+        means[key] = {
+            "scores": {p: (None if all(math.isnan(s[p]) for s in scores[key])
+                           else float(np.nanmean([s[p] for s in scores[key]]))) for p in PATTERNS},
+            "budget": {c: float(np.mean([b[c] for b in budgets[key]])) for c in CATEGORY_NAMES},
+            "value_budget": {c: float(np.mean([b[c] for b in value_budgets[key]])) for c in CATEGORY_NAMES},
+        }
+    return means
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_tiny_model_builds_a_full_site_equal_to_an_independent_computation(kind, tiny_models, tmp_path):
+    """A full build with every analysis; ``heads.json`` scores, budgets and
+    value-weighted budgets equal the independent computation within 2e-3."""
+    from generator.cli import run_build
+
+    folder = tiny_models(kind)
+    items = corpus_items()
+    config = write_project(tmp_path, items, model={"name_or_path": str(folder), "max_length": 128},
+                           pair_pages="examples",
+                           analysis={"importance": True, "group_masking": True, "attribution": True,
+                                     "attribution_steps": 4, "perturbed_masking": False, "head_map": True,
+                                     "max_pairs": 1, "objective_pairs": 4, "bootstrap_resamples": 20,
+                                     "head_map_pairs": 4})
+    run_build(config, progress=False)
+    doc = json.loads((tmp_path / "site" / "data" / "heads.json").read_text(encoding="utf-8"))
+    assert len(doc["heads"]) == 2 * 4
+    ref = independent_means(folder, items, SPECS[kind].lower)
+    worst = 0.0
+    for h in doc["heads"]:
+        want = ref[(h["layer"], h["head"])]
+        for p in PATTERNS:
+            if want["scores"][p] is None:
+                assert h["scores"][p] is None, (kind, h["layer"], h["head"], p)
+            else:
+                worst = max(worst, abs(h["scores"][p] - want["scores"][p]))
+        for field in ("budget", "value_budget"):
+            assert sum(h[field].values()) == pytest.approx(1.0, abs=1e-5)
+            for c in CATEGORY_NAMES:
+                worst = max(worst, abs(h[field][c] - want[field][c]))
+        assert "importance" in h  # head masking ran on this architecture
+    assert worst < TOL, (kind, worst)
+    print(f"{kind}: largest difference to the independent computation {worst:.2e}")
