@@ -611,3 +611,75 @@ def test_a_tiny_model_builds_a_full_site_equal_to_an_independent_computation(kin
         assert "importance" in h  # head masking ran on this architecture
     assert worst < TOL, (kind, worst)
     print(f"{kind}: largest difference to the independent computation {worst:.2e}")
+
+
+# ------------------------------------------------------------------ precision
+
+def test_a_float16_checkpoint_runs_in_float32_equal_to_its_rounded_weights_upcast(tmp_path):
+    """compute.dtype defaults to float32 whatever the checkpoint's precision:
+    a float16-saved copy of the default model is run in float32 on a CPU,
+    and its scores and budgets equal those of the float32 model whose
+    weights are rounded to float16 and upcast, within 1e-5."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from generator.model import encode_pairs, load_model, resolve_model_path
+    from generator.scoring import score_corpus
+
+    source = resolve_model_path(DEFAULT_MODEL)
+    half = AutoModel.from_pretrained(source, dtype=torch.float16)
+    assert next(half.parameters()).dtype == torch.float16
+    half.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float16"
+
+    lm = load_model(str(tmp_path), "cpu")
+    assert lm.dtype == "float32" and {p.dtype for p in lm.model.parameters()} == {torch.float32}
+    ref = load_model(DEFAULT_MODEL, "cpu")
+    with torch.no_grad():
+        for p in ref.model.parameters():
+            p.copy_(p.half().float())
+    pairs = [Pair(**p) for p in EXTRA_PAIRS]
+    got = score_corpus(lm, encode_pairs(lm, pairs, 128), 4, progress=False)
+    want = score_corpus(ref, encode_pairs(ref, pairs, 128), 4, progress=False)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    for a, b in ((got[2].sums, want[2].sums), (got[2].value_sums, want[2].value_sums)):
+        np.testing.assert_allclose(a.mean(), b.mean(), atol=1e-5)
+
+
+def test_half_precision_is_refused_on_a_cpu_and_named():
+    from generator.model import load_model
+
+    for dtype in ("float16", "bfloat16"):
+        with pytest.raises(AtlasError, match=f"compute.dtype: {dtype} needs a CUDA device"):
+            load_model(DEFAULT_MODEL, "cpu", dtype=dtype)
+    with pytest.raises(AtlasError, match="compute.dtype: 'float64' is not one of"):
+        load_model(DEFAULT_MODEL, "cpu", dtype="float64")
+
+
+def test_compute_dtype_is_a_validated_setting(tmp_path):
+    from generator.config import load_config
+
+    cfg = load_config(write_project(tmp_path / "a", corpus_items()))
+    assert cfg.raw.compute.dtype == "float32"
+    with pytest.raises(AtlasError, match="dtype"):
+        load_config(write_project(tmp_path / "b", corpus_items(), compute={"device": "cpu", "dtype": "float64"}))
+
+
+# ------------------------------------------------------------------ refusals
+
+@pytest.mark.parametrize("config_name, why", [
+    ("GPT2Config", "decoder-only"), ("T5Config", "encoder-decoder"), ("BartConfig", "encoder-decoder"),
+    ("ModernBertConfig", "sliding-window"), ("CLIPTextConfig", "no table entry"),
+])
+def test_unsupported_models_are_refused_with_the_reason(config_name, why, tmp_path):
+    import transformers
+
+    from generator.model import load_model
+
+    getattr(transformers, config_name)().save_pretrained(tmp_path)
+    with pytest.raises(AtlasError) as err:
+        load_model(str(tmp_path), "cpu")
+    message = str(err.value)
+    assert why in message and "model.name_or_path" in message
+    for name in ("BERT (bert)", "DistilBERT", "ALBERT", "RoBERTa", "XLM-RoBERTa", "ELECTRA", "DeBERTa-v2/v3", "MPNet"):
+        assert name in message
