@@ -112,3 +112,38 @@ def pattern_neurons(q: np.ndarray, k: np.ndarray, layout: PairLayout, pattern: s
         "dims_for_80": int(np.searchsorted(cumulative, 0.8) + 1) if total > 0 else None,
         "method": NEURONS_METHOD,
     }
+
+
+def logit_term_sizes(q: np.ndarray, k: np.ndarray, scaling: float, extra: dict[str, np.ndarray],
+                     rows: np.ndarray | None = None) -> dict[str, float]:
+    """How much each term of one head's attention logits moves its softmax.
+
+    The logit of query ``i`` and key ``j`` is ``q_i . k_j * scaling`` (the
+    "content" term, Vaswani et al. 2017, "Attention Is All You Need", eq. 1)
+    plus the terms an architecture adds: DeBERTa's content-to-position and
+    position-to-content terms (He et al. 2021, "DeBERTa: Decoding-enhanced
+    BERT with Disentangled Attention", eq. 4), MPNet's relative-position bias
+    (Song et al. 2020, "MPNet: Masked and Permuted Pre-training for Language
+    Understanding", section 2.3). Softmax ignores what a row adds to every
+    key alike, so each term's size is its row-centred root mean square.
+
+    Args:
+        q: ``[n, d]`` queries of one head on one pair.
+        k: ``[n, d]`` keys.
+        scaling: the factor on ``q . k`` (``1/sqrt(d)``; DeBERTa: ``1/sqrt(3 d)``).
+        extra: term name -> ``[n, n]`` logits the architecture adds.
+        rows: ``[n]`` bool, the query rows to measure (default: all).
+
+    Returns:
+        ``{"content": size, <term>: size, ...}``: for each term ``t``,
+        ``sqrt(mean_i mean_j (t_ij - mean_j' t_ij')^2)`` over the chosen rows,
+        in logit units (nats of the softmax's odds).
+    """
+    terms = {"content": (q.astype(np.float64) @ k.astype(np.float64).T) * scaling,
+             **{name: np.asarray(t, dtype=np.float64) for name, t in extra.items()}}
+    rows = np.ones(q.shape[0], dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    out = {}
+    for name, t in terms.items():
+        centred = t[rows] - t[rows].mean(axis=1, keepdims=True)
+        out[name] = float(np.sqrt(np.mean(centred ** 2))) if rows.any() else 0.0
+    return out

@@ -245,28 +245,51 @@ class Showcase:
         attention: corpus index -> float32 ``[layers, heads, n, n]`` (rows =
             query, columns = key).
         qk: corpus index -> ``(q, k)``, each float32 ``[layers, heads, n,
-            head_dim]``, the projections before the ``1/sqrt(head_dim)``
-            scale (the "neuron view" of Vig 2019, "A Multiscale Visualization
-            of Attention in the Transformer Model", section 3.3).
+            head_dim]``, the projections before the scale (the "neuron view"
+            of Vig 2019, "A Multiscale Visualization of Attention in the
+            Transformer Model", section 3.3).
+        scaling: float64 ``[layers]``, the factor on ``q . k`` in the logits
+            (``1/sqrt(head_dim)``; DeBERTa-v2/v3: ``1/sqrt(3 head_dim)``);
+            ``None`` when no q/k was captured.
+        extra: corpus index -> term name -> float32 ``[layers, heads, n, n]``,
+            every logit term the architecture adds to ``q . k * scaling``
+            (:attr:`generator.architectures.Architecture.extra_terms`:
+            DeBERTa's ``c2p`` / ``p2c``, MPNet's ``position_bias``; empty for
+            BERT), so that ``softmax(q k^T * scaling + sum(extra))`` is the
+            attention.
     """
 
     attention: dict[int, np.ndarray] = field(default_factory=dict)
     qk: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    scaling: np.ndarray | None = None
+    extra: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def to_cache(self) -> tuple[dict[str, np.ndarray], dict]:
         """``(arrays, meta)`` for :func:`generator.cache.store`: ``att_<i>``,
-        ``q_<i>`` and ``k_<i>`` arrays per corpus index ``i``."""
+        ``q_<i>``, ``k_<i>`` and ``extra_<term>_<i>`` arrays per corpus index
+        ``i``, and ``scaling``."""
         arrays = {f"att_{i}": a for i, a in self.attention.items()}
         for i, (q, k) in self.qk.items():
             arrays[f"q_{i}"], arrays[f"k_{i}"] = q, k
+        for i, terms in self.extra.items():
+            for name, a in terms.items():
+                arrays[f"extra_{name}_{i}"] = a
+        if self.scaling is not None:
+            arrays["scaling"] = self.scaling
         return arrays, {"pairs": sorted(self.attention), "qk": sorted(self.qk)}
 
     @classmethod
     def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict) -> Showcase:
         """The inverse of :meth:`to_cache` (same order of pairs)."""
+        extra: dict[int, dict[str, np.ndarray]] = {}
+        for name, a in arrays.items():
+            if name.startswith("extra_"):
+                term, index = name[len("extra_"):].rsplit("_", 1)
+                extra.setdefault(int(index), {})[term] = a
         return cls(
             attention={int(name[4:]): a for name, a in arrays.items() if name.startswith("att_")},
             qk={int(name[2:]): (a, arrays[f"k_{name[2:]}"]) for name, a in arrays.items() if name.startswith("q_")},
+            scaling=arrays.get("scaling"), extra=extra,
         )
 
 
@@ -297,9 +320,13 @@ def compute_showcase(lm: LoadedModel, encoded: list[EncodedPair], pair_indices: 
         # (one pair per forward pass left the matrix units mostly idle: about
         # 10 % of a 12 x 12 model's build)
         for batch in length_sorted_batches([encoded[i] for i in sorted(set(qk_indices))], batch_size):
-            out = capture_query_key(lm, batch)
+            out = capture_query_key(lm, batch, terms=True)
+            show.scaling = out["scaling"]
             for b, e in enumerate(batch):
                 n = len(e.input_ids)
                 show.qk[e.index] = (out["q"][b, :, :, :n].astype(np.float32), out["k"][b, :, :, :n].astype(np.float32))
+                if out["extra"]:
+                    show.extra[e.index] = {name: t[b, :, :, :n, :n].astype(np.float32)
+                                           for name, t in out["extra"].items()}
             bar.update(len(batch))
     return show

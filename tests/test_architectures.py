@@ -257,6 +257,26 @@ def test_capture_equals_eager_attention_and_qk_reproduces_it(kind, loaded, tiny_
     else:
         assert max(gaps) < 1e-5
 
+    # the pages' copy (Showcase): q, k, the scale and the named terms reproduce the attention
+    from generator.qk import logit_term_sizes
+    from generator.scoring import Showcase, compute_showcase
+
+    show = compute_showcase(lm, encoded, [0, 3], [0, 3], 2, progress=False)
+    show = Showcase.from_cache(*show.to_cache())
+    for i in (0, 3):
+        qi, ki = show.qk[i]
+        terms = show.extra.get(i, {})
+        assert sorted(terms) == sorted(lm.arch.extra_terms)
+        for layer in range(lm.layers):
+            for h in range(lm.heads):
+                logits = qi[layer, h].astype(np.float64) @ ki[layer, h].T * show.scaling[layer]
+                logits = logits + sum((t[layer, h] for t in terms.values()), np.zeros_like(logits))
+                np.testing.assert_allclose(torch.softmax(torch.as_tensor(logits), -1).numpy(),
+                                           show.attention[i][layer, h], atol=1e-5)
+                sizes = logit_term_sizes(qi[layer, h], ki[layer, h], float(show.scaling[layer]),
+                                         {n: t[layer, h] for n, t in terms.items()})
+                assert list(sizes) == ["content", *terms] and all(v > 0 for v in sizes.values())
+
 
 # ------------------------------------------------------------------ tokens and words
 

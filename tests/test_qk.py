@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,24 @@ def test_a_dimension_only_the_delimiters_light_up_comes_first():
     assert out["values"][0] == pytest.approx(2.0 * 3.0 * (1 - share), abs=1e-2)  # 3 minus the row mean of k[:, 3]
     assert out["raw_values"][0] == pytest.approx(6.0, abs=1e-2)
     assert out["top_share"] > 0.99 and out["dims_for_80"] == 1
+
+
+def test_logit_term_sizes_are_row_centred_root_mean_squares():
+    """A term that adds the same to every key of a row has size 0 (softmax
+    ignores it); otherwise the size is the literal row-centred RMS."""
+    from generator.qk import logit_term_sizes
+
+    rng = np.random.default_rng(3)
+    q, k = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    row_constant = np.repeat(rng.normal(size=(5, 1)), 5, axis=1)
+    bias = rng.normal(size=(5, 5))
+    sizes = logit_term_sizes(q, k, 0.5, {"row": row_constant, "bias": bias})
+    assert list(sizes) == ["content", "row", "bias"]
+    assert sizes["row"] == pytest.approx(0.0, abs=1e-12)
+    content = q @ k.T * 0.5
+    want = math.sqrt(sum((content[i, j] - content[i].mean()) ** 2 for i in range(5) for j in range(5)) / 25)
+    assert sizes["content"] == pytest.approx(want, rel=1e-12)
+    rows = np.array([True, False, True, False, False])
+    some = logit_term_sizes(q, k, 0.5, {"bias": bias}, rows=rows)
+    want = math.sqrt(sum((bias[i, j] - bias[i].mean()) ** 2 for i in (0, 2) for j in range(5)) / 10)
+    assert some["bias"] == pytest.approx(want, rel=1e-12)
