@@ -306,6 +306,17 @@ def attention_implementation(arch: Architecture) -> str:
     return "eager"
 
 
+def prepare_model(model: nn.Module, arch: Architecture) -> None:
+    """Make an already built model capturable: a ``registry`` architecture
+    built with another ``attn_implementation`` (e.g. ``"eager"``) is switched
+    to :data:`ATTENTION_IMPLEMENTATION` (transformers'
+    ``set_attn_implementation``: the same weights, the same arithmetic as
+    eager); a ``module`` architecture needs nothing."""
+    if arch.capture == "registry" and getattr(model.config, "_attn_implementation", None) != ATTENTION_IMPLEMENTATION:
+        register_attention_function()
+        model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
+
+
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:  # [B, T, H*d] -> [B, H, T, d]
     B, T, _ = x.shape
     return x.view(B, T, heads, -1).transpose(1, 2)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from generator.architectures import (Architecture, LayerAttention, architecture_of, attention_implementation,
-                                     capture_attention)
+                                     capture_attention, prepare_model)
 from generator.config import DEFAULT_MODEL, Pair
 from generator.errors import AtlasError
 from generator.patterns import PairLayout
@@ -152,7 +152,9 @@ class LoadedModel:
         head_dim: width of one head's query, key and value vectors
             (``hidden_size / heads``).
         arch: where attention lives in this architecture
-            (:class:`generator.architectures.Architecture`).
+            (:class:`generator.architectures.Architecture`); read from the
+            model's config when not given, and the model made capturable
+            (:func:`generator.architectures.prepare_model`).
         dtype: the ``compute.dtype`` the weights were loaded in.
     """
 
@@ -163,8 +165,13 @@ class LoadedModel:
     layers: int
     heads: int
     head_dim: int
-    arch: Architecture
+    arch: Architecture | None = None
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.arch is None:
+            self.arch = architecture_of(self.model.config, self.name_or_path)
+        prepare_model(self.model, self.arch)
 
     def self_attention(self, layer: int) -> torch.nn.Module:
         """The self-attention module of one layer.
@@ -282,6 +289,7 @@ def load_model(name_or_path: str, device: str = "auto", task: Task | None = None
                          "word ids are needed for the same_word pattern")
     model.to(dev).eval()
     arch.layer_blocks(base_model(model))  # refuses an unsupported variant (ALBERT inner groups) now
+    prepare_model(model, arch)
     heads = config.num_attention_heads
     head_dim = getattr(config, "attention_head_size", None) or config.hidden_size // heads
     return LoadedModel(model=model, tokenizer=tokenizer, device=dev, name_or_path=name_or_path,
