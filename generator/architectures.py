@@ -8,7 +8,7 @@ Two capture mechanisms, the least model-specific one that is exact:
 * ``registry``: the model computes attention through transformers' attention
   function registry (``AttentionInterface`` / ``ALL_ATTENTION_FUNCTIONS``).
   The model is loaded with :data:`ATTENTION_IMPLEMENTATION`, a registered
-  function that computes exactly what transformers' eager attention computes
+  function that calls the model's own eager attention unchanged
   (``softmax(q k^T * scaling + mask) v``, the "scaled dot-product attention"
   of Vaswani et al. 2017, "Attention Is All You Need", section 3.2.1) and hands
   the queries, keys (after any position transform the model applies before
@@ -34,6 +34,7 @@ still reported separately.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -251,38 +252,54 @@ class _CallOrder:
 _ACTIVE: list[Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], None]] = []
 
 
+def model_eager_attention(module: nn.Module) -> Callable:
+    """The eager attention function of the modeling file that defines
+    ``module``'s class (``eager_attention_forward`` of
+    ``transformers.models.<model>.modeling_<model>``).
+
+    Raises:
+        AtlasError: when that file has none (the class computes attention
+            itself: its architecture needs ``module`` capture).
+    """
+    fn = _EAGER.get(type(module))
+    if fn is None:
+        fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if fn is None:
+            raise AtlasError(f"{type(module).__name__} has no eager_attention_forward in {type(module).__module__}; "
+                             "its attention cannot be captured through the attention-function registry")
+        _EAGER[type(module)] = fn
+    return fn
+
+
+_EAGER: dict[type, Callable] = {}
+
+
 def atlas_eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                          attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                          **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers' eager attention (``eager_attention_forward`` of BERT,
-    copied unchanged into RoBERTa, XLM-R, ELECTRA, DistilBERT and ALBERT),
-    operation for operation, handing its inputs and weights to the active
-    capture (:func:`capture_attention`).
+                          attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own eager attention (:func:`model_eager_attention`: the
+    function transformers runs with ``attn_implementation="eager"``), called
+    unchanged, handing its inputs and weights to the active capture
+    (:func:`capture_attention`).
 
     Args:
         module: the calling attention module.
-        query, key, value: ``[B, heads, T, head_dim]``.
-        attention_mask: the additive mask ``[B, 1, T, T]`` of the eager mask
-            interface, or ``None`` (no padding).
-        scaling: the factor on ``q . k`` (``head_dim ** -0.5`` by default).
-        dropout: attention dropout probability (0 in eval mode).
+        query, key, value: ``[B, heads, T, head_dim]`` (queries and keys after
+            any position transform the module applies before the call, such as
+            rotary embeddings).
+        attention_mask: the additive mask of the eager mask interface, or
+            ``None`` (no padding).
+        **kwargs: passed on (``scaling``, ``dropout``, ...).
 
     Returns:
-        ``(output [B, T, heads, head_dim], weights [B, heads, T, T])``, as the
-        eager function returns them.
+        ``(output [B, T, heads, head_dim], weights [B, heads, T, T])``, exactly
+        what the eager function returns.
     """
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1)
-    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    output, weights = model_eager_attention(module)(module, query, key, value, attention_mask, **kwargs)
+    scaling = kwargs.get("scaling")
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     for tap in _ACTIVE:
-        tap(module, query, key, value, attn_weights, scaling)
-    attn_output = torch.matmul(attn_weights, value)
-    attn_output = attn_output.transpose(1, 2).contiguous()
-    return attn_output, attn_weights
+        tap(module, query, key, value, weights, scaling)
+    return output, weights
 
 
 def register_attention_function() -> None:
