@@ -703,3 +703,40 @@ def test_unsupported_models_are_refused_with_the_reason(config_name, why, tmp_pa
     assert why in message and "model.name_or_path" in message
     for name in ("BERT (bert)", "DistilBERT", "ALBERT", "RoBERTa", "XLM-RoBERTa", "ELECTRA", "DeBERTa-v2/v3", "MPNet"):
         assert name in message
+
+
+@pytest.mark.parametrize("variant", [
+    {"share_att_key": False, "pos_att_type": ["c2p"], "position_buckets": -1, "conv_kernel_size": 3},
+    {"share_att_key": False, "pos_att_type": ["p2c", "c2p"], "position_buckets": 16, "position_biased_input": True},
+])
+def test_deberta_v2_variants_are_captured_with_their_terms(variant, tiny_models, tmp_path):
+    """DeBERTa-v2's other settings (separate position projections, one
+    position term, no buckets, the convolution layer, absolute positions
+    too): captured attention equals eager, and q.k with the named terms
+    reproduces it to 1e-5."""
+    from transformers import AutoModel, AutoTokenizer, DebertaV2Config
+
+    from generator.model import capture_query_key, encode_pairs, load_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("deberta-v2"))
+    settings = {"relative_attention": True, "max_relative_positions": -1, "position_biased_input": False,
+                "type_vocab_size": 0, **SMALL, **variant}
+    torch.manual_seed(1)
+    AutoModel.from_config(DebertaV2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                          **settings)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path), "cpu")
+    encoded = encode_pairs(lm, [Pair(**p) for p in EXTRA_PAIRS[2:4]], 128)
+    out = capture_query_key(lm, encoded)
+    assert sorted(out["extra"]) == sorted(variant["pos_att_type"])
+    np.testing.assert_allclose(out["scaling"], (lm.head_dim * (1 + len(variant["pos_att_type"]))) ** -0.5)
+    ref = eager_reference(tmp_path)
+    logits = np.einsum("blhid,blhjd->blhij", out["q"].astype(np.float64), out["k"].astype(np.float64))
+    logits = logits * out["scaling"][None, :, None, None, None] + sum(out["extra"].values())
+    for b, e in enumerate(encoded):
+        n = len(e.input_ids)
+        with torch.inference_mode():
+            want = torch.stack(ref(**alone_inputs(e), output_attentions=True).attentions, 1)[0].numpy()
+        np.testing.assert_allclose(out["attention"][b, :, :, :n, :n], want, atol=1e-5)
+        recon = torch.softmax(torch.as_tensor(logits[b, :, :, :n, :n]), -1).numpy()
+        np.testing.assert_allclose(recon, want, atol=1e-5)
