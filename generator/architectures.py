@@ -152,8 +152,9 @@ BY_MODEL_TYPE: dict[str, Architecture] = {t: a for a in ARCHITECTURES for t in a
 
 #: Encoders with a known reason not to be supported; the refusal names it.
 REFUSED: dict[str, str] = {
-    "modernbert": "its local-attention layers add a sliding-window mask and its fused Wqkv/rotary layout is not yet "
-                  "proven by a test against output_attentions",
+    "modernbert": "its attention weights could be captured exactly through the attention-function registry (queries "
+                  "and keys after its rotary embedding), but its local-attention layers also mask every key beyond a "
+                  "sliding window, which the query/key view cannot show yet, and no test proves its tokenizer framing",
     "deberta": "DeBERTa v1 is not proven by a test (DeBERTa-v2/v3, model_type 'deberta-v2', is supported)",
     "nomic_bert": "its remote code has no `encoder.layer` of self-attention modules the atlas can read",
     "luke": "its attention mixes word and entity states; the hooked output is not word-to-word attention",

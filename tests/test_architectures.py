@@ -5,7 +5,8 @@ tokenizer class (no download):
 
 * WordPiece (BERT, DistilBERT, ELECTRA; MPNet with ``<s> a </s></s> b </s>``),
 * byte-level BPE (RoBERTa, ``<s> a </s></s> b </s>``),
-* SentencePiece Unigram (ALBERT, XLM-RoBERTa, DeBERTa-v2/v3).
+* SentencePiece Unigram (ALBERT, XLM-RoBERTa and CamemBERT with
+  ``<s> a </s></s> b </s>``, DeBERTa-v2/v3).
 
 For each: tokens and words read from the text, attention captured exactly
 (against ``output_attentions=True`` of an eager model), the query/key view
@@ -111,6 +112,7 @@ SPECS = {
     "albert": Spec("albert", "SentencePiece Unigram", True, 3),
     "roberta": Spec("roberta", "byte-level BPE", False, 4),
     "xlm-roberta": Spec("xlm-roberta", "SentencePiece Unigram", False, 4),
+    "camembert": Spec("camembert", "SentencePiece Unigram", False, 4),
     "deberta-v2": Spec("deberta-v2", "SentencePiece Unigram", False, 3),
     "mpnet": Spec("mpnet", "WordPiece", True, 4),
 }
@@ -133,6 +135,8 @@ def make_tokenizer(kind: str):
     if kind == "roberta":
         vocab, merges = train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         return tf.RobertaTokenizer(vocab=vocab, merges=merges)
+    if kind == "camembert":
+        return tf.CamembertTokenizer(vocab=train_unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<unk>", False))
     if kind == "xlm-roberta":
         return tf.XLMRobertaTokenizer(vocab=train_unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<unk>", False))
     if kind == "albert":
@@ -159,9 +163,9 @@ def make_config(kind: str, tokenizer):
                                   max_relative_positions=-1, position_biased_input=False, share_att_key=True,
                                   norm_rel_ebd="layer_norm", type_vocab_size=0, **SMALL, **common)
     cls = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig, "xlm-roberta": tf.XLMRobertaConfig,
-           "mpnet": tf.MPNetConfig}[kind]
+           "camembert": tf.CamembertConfig, "mpnet": tf.MPNetConfig}[kind]
     extra = {"relative_attention_num_buckets": 32} if kind == "mpnet" else {}
-    if kind in ("roberta", "xlm-roberta"):
+    if kind in ("roberta", "xlm-roberta", "camembert"):
         extra = {"type_vocab_size": 1}
     return cls(**SMALL, **extra, **common)
 
@@ -689,7 +693,7 @@ def test_compute_dtype_is_a_validated_setting(tmp_path):
 
 @pytest.mark.parametrize("config_name, why", [
     ("GPT2Config", "decoder-only"), ("T5Config", "encoder-decoder"), ("BartConfig", "encoder-decoder"),
-    ("ModernBertConfig", "sliding-window"), ("CLIPTextConfig", "no table entry"),
+    ("ModernBertConfig", "sliding window"), ("CLIPTextConfig", "no table entry"),
 ])
 def test_unsupported_models_are_refused_with_the_reason(config_name, why, tmp_path):
     import transformers
