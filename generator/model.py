@@ -309,7 +309,8 @@ class EncodedPair:
 
     Attributes:
         index: its position in the corpus (0-indexed).
-        input_ids: int64 ``[n]`` token ids of ``[CLS] a [SEP] b [SEP]``.
+        input_ids: int64 ``[n]`` token ids of ``[CLS] a [SEP] b [SEP]`` (or
+            the architecture's own framing).
         token_type_ids: int64 ``[n]`` (0 = a, 1 = b), or ``None`` for a
             tokenizer without them (RoBERTa).
         layout: which token is special, in which sentence and word.
@@ -334,8 +335,10 @@ def effective_max_length(lm: LoadedModel, max_length: int) -> int:
         ``max_length`` capped at the model's learned positions
         (``max_position_embeddings``: 512 for BERT, Devlin et al. 2019, "BERT:
         Pre-training of Deep Bidirectional Transformers for Language
-        Understanding", section 3; two fewer for RoBERTa, whose positions
-        start after the padding index), with a warning when it was over.
+        Understanding", section 3; less the architecture's
+        :attr:`~generator.architectures.Architecture.position_offset`, two for
+        RoBERTa, XLM-R and MPNet, whose positions start after the padding
+        index), with a warning when it was over.
     """
     limit = getattr(lm.model.config, "max_position_embeddings", max_length) - lm.arch.position_offset
     if max_length > limit:
@@ -345,7 +348,9 @@ def effective_max_length(lm: LoadedModel, max_length: int) -> int:
 
 
 def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_name: str = "corpus") -> list[EncodedPair]:
-    """Tokenise every pair as ``[CLS] a [SEP] b [SEP]``.
+    """Tokenise every pair as the tokenizer frames a pair (``[CLS] a [SEP] b
+    [SEP]``; ``<s> a </s></s> b </s>`` for RoBERTa-style tokenizers, see
+    :attr:`~generator.architectures.Architecture.framing`).
 
     Args:
         lm: the model (its tokenizer and position limit).

@@ -635,6 +635,12 @@ def test_a_tiny_model_builds_a_full_site_equal_to_an_independent_computation(kin
         assert "importance" in h  # head masking ran on this architecture
     assert worst < TOL, (kind, worst)
     print(f"{kind}: largest difference to the independent computation {worst:.2e}")
+    # the head view and model view on the pair pages, the query/key view on every head page
+    site = tmp_path / "site"
+    pair_pages = [p.read_text(encoding="utf-8") for p in site.glob("pairs/*/index.html")]
+    assert pair_pages and all("atlas-headview" in t and "atlas-modelview" in t for t in pair_pages)
+    head_pages = [site / "heads" / f"layer-{h['layer']:02d}-head-{h['head']:02d}" / "index.html" for h in doc["heads"]]
+    assert all("atlas-qkview" in p.read_text(encoding="utf-8") for p in head_pages)
 
 
 # ------------------------------------------------------------------ precision
