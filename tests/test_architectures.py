@@ -750,3 +750,35 @@ def test_deberta_v2_variants_are_captured_with_their_terms(variant, tiny_models,
         np.testing.assert_allclose(out["attention"][b, :, :, :n, :n], want, atol=1e-5)
         recon = torch.softmax(torch.as_tensor(logits[b, :, :, :n, :n]), -1).numpy()
         np.testing.assert_allclose(recon, want, atol=1e-5)
+
+
+def test_compute_dtype_is_part_of_the_score_cache_key(tmp_path, monkeypatch):
+    """Scores computed in one precision are never served for another."""
+    import generator.pipeline as pipeline
+    from generator.config import load_config, load_corpus
+
+    keys = {}
+    monkeypatch.setattr(pipeline.cache, "cached", lambda folder, kind, key, *rest: key)
+    for dtype in ("float32", "bfloat16"):
+        cfg = load_config(write_project(tmp_path / dtype, corpus_items(), compute={"device": "cpu", "dtype": dtype}))
+        run = pipeline.BuildRun(cfg, load_corpus(cfg.corpus_path), progress=False)
+        keys[dtype], _ = pipeline.score_stage(run)
+    assert keys["float32"] != keys["bfloat16"]
+
+
+@pytest.mark.parametrize("kind", ["albert", "distilbert", "deberta-v2", "mpnet"])
+def test_head_ablation_reusing_lower_layers_equals_full_passes(kind, loaded):
+    """Layer replay (recompute only the layers from the masked head's up)
+    gives the same ablation as full passes; ALBERT, whose layers share one
+    module, never replays."""
+    from generator.analysis.importance import ablation_importance
+    from generator.analysis.objective import SimilarityObjective
+
+    lm, _ = loaded(kind)
+    objective = SimilarityObjective(lm, [Pair(**p) for p in EXTRA_PAIRS[:3]], batch_size=2, max_length=64)
+    heads = [(0, 1), (1, 2)]
+    fast = ablation_importance(objective, heads, reuse_lower_layers=True)
+    full = ablation_importance(objective, heads, reuse_lower_layers=False)
+    np.testing.assert_allclose(fast.masked_loss, full.masked_loss, atol=1e-6, equal_nan=True)
+    for layer, head in heads:
+        assert fast.effect[layer, head] > 0
