@@ -34,6 +34,7 @@ still reported separately.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,26 @@ from generator.errors import AtlasError
 #: transformers' attention and attention-mask registries; models whose
 #: architecture captures through the ``registry`` are loaded with it.
 ATTENTION_IMPLEMENTATION = "atlas_eager"
+
+
+@dataclass(frozen=True)
+class ModuleCapture:
+    """How to read an attention module that computes attention itself (no
+    registry call): forward hooks on it, asked for its probabilities
+    (``output_attentions=True``), and on its query/key/value projections.
+
+    Attributes:
+        terms: ``(module, query, key, arguments, compute)`` -> ``(scaling,
+            extra)``: the factor on ``q . k`` and, when ``compute``, each
+            logit term the module adds (name -> ``[B, heads, T, T]``),
+            computed with the module's own code; ``arguments`` are the call's
+            arguments by parameter name; ``query``/``key`` ``[B, heads, T, d]``.
+        without_attentions: the module's output as it returns it when not
+            asked for attentions (the hooks ask; the caller gets what it asked).
+    """
+
+    terms: Callable[[nn.Module, torch.Tensor, torch.Tensor, dict, bool], tuple[float, dict[str, torch.Tensor]]]
+    without_attentions: Callable[[tuple], tuple]
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,7 @@ class Architecture:
             ``Linear`` whose input is the concatenated head contexts
             ``[B, T, heads * head_dim]``): head masking, gates and value norms.
         capture: ``registry`` or ``module`` (see the module doc).
+        module_capture: for ``module`` capture, how (:class:`ModuleCapture`).
         framing: the special tokens around a pair, as the tokenizer frames it.
         extra_terms: name -> what it is, for every term the architecture adds
             to the scaled content logit ``q . k * scaling`` (empty: the logit
@@ -89,6 +111,7 @@ class Architecture:
     output: Callable[[nn.Module], nn.Linear]
     capture: Literal["registry", "module"]
     framing: str
+    module_capture: ModuleCapture | None = None
     extra_terms: dict[str, str] = field(default_factory=dict)
     shared_layers: bool = False
     position_offset: int = 0
@@ -106,6 +129,44 @@ def _albert_layers(base: nn.Module) -> list[nn.Module]:
     groups = base.encoder.albert_layer_groups
     per_group = config.num_hidden_layers / config.num_hidden_groups
     return [groups[int(i / per_group)].albert_layers[0] for i in range(config.num_hidden_layers)]
+
+
+def _deberta_terms(module: nn.Module, query: torch.Tensor, key: torch.Tensor, arguments: dict,
+                   terms: bool) -> tuple[float, dict[str, torch.Tensor]]:
+    """DeBERTa-v2's scale and, when asked, its c2p and p2c logit terms, each
+    computed by the module's own ``disentangled_attention_bias`` restricted to
+    that one term (He et al. 2021, eq. 4; the scale ``1/sqrt(3 d)`` of their
+    section 3.1 for both terms)."""
+    pos_types = list(module.pos_att_type)
+    scale_factor = 1 + sum(t in pos_types for t in ("c2p", "p2c"))
+    scaling = (query.size(-1) * scale_factor) ** -0.5
+    extra: dict[str, torch.Tensor] = {}
+    if not (terms and module.relative_attention):
+        return scaling, extra
+    relative_pos, rel_embeddings = arguments.get("relative_pos"), arguments.get("rel_embeddings")
+    B, H, T, d = query.shape
+    q = query.reshape(B * H, T, d)
+    k = key.reshape(B * H, T, d)
+    try:
+        for name in ("c2p", "p2c"):
+            if name in pos_types:
+                module.pos_att_type = [name]
+                term = module.disentangled_attention_bias(q, k, relative_pos, module.pos_dropout(rel_embeddings),
+                                                          scale_factor)
+                extra[name] = term.view(B, H, T, T)
+    finally:
+        module.pos_att_type = pos_types
+    return scaling, extra
+
+
+def _mpnet_terms(module: nn.Module, query: torch.Tensor, key: torch.Tensor, arguments: dict,
+                 terms: bool) -> tuple[float, dict[str, torch.Tensor]]:
+    """MPNet's scale ``1/sqrt(d)`` and, when asked, the relative-position bias
+    its encoder computed once and passed to every layer (Song et al. 2020,
+    section 2.3, after Raffel et al. 2020, T5)."""
+    bias = arguments.get("position_bias")
+    extra = {"position_bias": bias.expand(query.size(0), -1, -1, -1)} if terms and bias is not None else {}
+    return query.size(-1) ** -0.5, extra
 
 
 _BERT_LIKE = dict(layer_blocks=_encoder_layer, attention=lambda block: block.attention.self,
@@ -135,6 +196,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  projections=("query_proj", "key_proj", "value_proj"),
                  output=lambda block: block.attention.output.dense, capture="module",
                  framing="[CLS] a [SEP] b [SEP]",
+                 module_capture=ModuleCapture(_deberta_terms, lambda output: (output[0], None)),
                  extra_terms={"c2p": "content-to-position: the query against the key's relative-position embedding "
                                      "(He et al. 2021, eq. 4, second term)",
                               "p2c": "position-to-content: the key against the query's relative-position embedding "
@@ -143,6 +205,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  'Understanding"', layer_blocks=_encoder_layer, attention=lambda block: block.attention.attn,
                  projections=("q", "k", "v"), output=lambda block: block.attention.attn.o, capture="module",
                  framing="<s> a </s></s> b </s>", position_offset=2,
+                 module_capture=ModuleCapture(_mpnet_terms, lambda output: output[:1]),
                  extra_terms={"position_bias": "a learned bias per head and bucketed relative distance, the same "
                                                "in every layer (Song et al. 2020, after Raffel et al. 2020, T5)"}),
 )
@@ -389,34 +452,20 @@ def capture_attention(arch: Architecture, base: nn.Module, heads: int, on_layer:
         return hook
 
     def pre_hook(module, args, kwargs):
-        state = seen[id(module)] = {}
-        state["args"], state["kwargs"] = args, dict(kwargs)
-        if arch.name == "MPNet":
-            state["wanted"] = kwargs.get("output_attentions", False)
-            return args, {**kwargs, "output_attentions": True}
-        state["wanted"] = bool(args[2]) if len(args) > 2 else bool(kwargs.get("output_attentions", False))
-        if len(args) > 2:
-            return (*args[:2], True, *args[3:]), kwargs
-        return args, {**kwargs, "output_attentions": True}
+        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+        state = seen[id(module)] = {"wanted": bool(bound.arguments.get("output_attentions", False))}
+        bound.arguments["output_attentions"] = True
+        state["arguments"] = dict(bound.arguments)
+        return bound.args, bound.kwargs
 
     def post_hook(module, args, kwargs, output):
         state = seen.pop(id(module))
         layer = order.next(module)
         query, key, value = (_heads(state[n], heads) for n in (qn, kn, vn))
-        weights = output[1]
-        extra: dict[str, torch.Tensor] = {}
-        if arch.name == "MPNet":
-            bias = state["args"][2] if len(state["args"]) > 2 else state["kwargs"].get("position_bias")
-            scaling = query.size(-1) ** -0.5
-            if terms and bias is not None:
-                extra["position_bias"] = bias.expand(query.size(0), -1, -1, -1)
-        else:
-            scaling, extra = _deberta_terms(module, query, key, state, terms)
+        scaling, extra = arch.module_capture.terms(module, query, key, state["arguments"], terms)
         if layer is not None:
-            on_layer(LayerAttention(layer, weights, query, key, value, scaling, extra))
-        if not state["wanted"]:
-            return (output[0], None) if arch.name != "MPNet" else output[:1]
-        return output
+            on_layer(LayerAttention(layer, output[1], query, key, value, float(scaling), extra))
+        return output if state["wanted"] else arch.module_capture.without_attentions(output)
 
     try:
         for module in modules:
@@ -430,36 +479,6 @@ def capture_attention(arch: Architecture, base: nn.Module, heads: int, on_layer:
     finally:
         for h in handles:
             h.remove()
-
-
-def _deberta_terms(module: nn.Module, query: torch.Tensor, key: torch.Tensor, state: dict,
-                   terms: bool) -> tuple[float, dict[str, torch.Tensor]]:
-    """DeBERTa-v2's scale and, when asked, its c2p and p2c logit terms, each
-    computed by the module's own ``disentangled_attention_bias`` restricted to
-    that one term (He et al. 2021, eq. 4; the scale ``1/sqrt(3 d)`` of their
-    section 3.1 for both terms)."""
-    pos_types = list(module.pos_att_type)
-    scale_factor = 1 + sum(t in pos_types for t in ("c2p", "p2c"))
-    scaling = (query.size(-1) * scale_factor) ** -0.5
-    extra: dict[str, torch.Tensor] = {}
-    if not (terms and module.relative_attention):
-        return scaling, extra
-    args, kwargs = state["args"], state["kwargs"]
-    relative_pos = kwargs.get("relative_pos", args[4] if len(args) > 4 else None)
-    rel_embeddings = kwargs.get("rel_embeddings", args[5] if len(args) > 5 else None)
-    B, H, T, d = query.shape
-    q = query.reshape(B * H, T, d)
-    k = key.reshape(B * H, T, d)
-    try:
-        for name in ("c2p", "p2c"):
-            if name in pos_types:
-                module.pos_att_type = [name]
-                term = module.disentangled_attention_bias(q, k, relative_pos, module.pos_dropout(rel_embeddings),
-                                                          scale_factor)
-                extra[name] = term.view(B, H, T, T)
-    finally:
-        module.pos_att_type = pos_types
-    return scaling, extra
 
 
 @contextlib.contextmanager
