@@ -12,8 +12,10 @@ Two capture mechanisms, the least model-specific one that is exact:
   (``softmax(q k^T * scaling + mask) v``, the "scaled dot-product attention"
   of Vaswani et al. 2017, "Attention Is All You Need", section 3.2.1) and hands
   the queries, keys (after any position transform the model applies before
-  the call), values and weights of each call to the active capture. No model
-  code is forked and no module name of the projections is needed.
+  the call: ModernBERT's rotary embedding), values and weights of each call
+  to the active capture. No model code is forked and no module name of the
+  projections is needed. ModernBERT's local-attention layers also mask keys
+  beyond a window; that mask is named as a term of its own.
 * ``module``: DeBERTa-v2/v3 (disentangled attention, He et al. 2021,
   "DeBERTa: Decoding-enhanced BERT with Disentangled Attention", section 3.1)
   and MPNet (a relative-position bias, Song et al. 2020, "MPNet: Masked and
@@ -92,6 +94,10 @@ class Architecture:
             ``[B, T, heads * head_dim]``): head masking, gates and value norms.
         capture: ``registry`` or ``module`` (see the module doc).
         module_capture: for ``module`` capture, how (:class:`ModuleCapture`).
+        registry_terms: for ``registry`` capture, ``(config, layer, query)``
+            -> name -> ``[B, heads, T, T]`` the terms of
+            :attr:`extra_terms` for that layer (every name on every layer),
+            or ``None`` when the logit is ``q . k * scaling`` alone.
         framing: the special tokens around a pair, as the tokenizer frames it.
         extra_terms: name -> what it is, for every term the architecture adds
             to the scaled content logit ``q . k * scaling`` (empty: the logit
@@ -112,6 +118,7 @@ class Architecture:
     capture: Literal["registry", "module"]
     framing: str
     module_capture: ModuleCapture | None = None
+    registry_terms: Callable[[object, int, torch.Tensor], dict[str, torch.Tensor]] | None = None
     extra_terms: dict[str, str] = field(default_factory=dict)
     shared_layers: bool = False
     position_offset: int = 0
@@ -169,6 +176,22 @@ def _mpnet_terms(module: nn.Module, query: torch.Tensor, key: torch.Tensor, argu
     return query.size(-1) ** -0.5, extra
 
 
+def _modernbert_terms(config, layer: int, query: torch.Tensor) -> dict[str, torch.Tensor]:
+    """ModernBERT's local window as the additive term its eager mask adds:
+    in a ``sliding_attention`` layer a key farther than
+    ``config.sliding_window`` positions from the query gets the dtype's
+    lowest value (no attention), else 0; 0 everywhere in a global layer
+    (Warner et al. 2024, "Smarter, Better, Faster, Longer: A Modern
+    Bidirectional Encoder", section 2.1.1)."""
+    B, H, T, _ = query.shape
+    term = torch.zeros(T, T, dtype=query.dtype, device=query.device)
+    if config.layer_types[layer] == "sliding_attention":
+        pos = torch.arange(T, device=query.device)
+        far = (pos[:, None] - pos[None, :]).abs() > config.sliding_window
+        term = term.masked_fill(far, torch.finfo(query.dtype).min)
+    return {"local_window": term.expand(B, H, T, T)}
+
+
 _BERT_LIKE = dict(layer_blocks=_encoder_layer, attention=lambda block: block.attention.self,
                   projections=("query", "key", "value"), output=lambda block: block.attention.output.dense,
                   capture="registry")
@@ -208,6 +231,15 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  module_capture=ModuleCapture(_mpnet_terms, lambda output: output[:1]),
                  extra_terms={"position_bias": "a learned bias per head and bucketed relative distance, the same "
                                                "in every layer (Song et al. 2020, after Raffel et al. 2020, T5)"}),
+    Architecture("ModernBERT", ("modernbert",), 'Warner et al. 2024, "Smarter, Better, Faster, Longer: A Modern '
+                 'Bidirectional Encoder for Fast, Memory Efficient, and Long Context Finetuning and Inference"',
+                 layer_blocks=lambda base: list(base.layers), attention=lambda block: block.attn,
+                 projections=("Wqkv", "Wqkv", "Wqkv"), output=lambda block: block.attn.Wo, capture="registry",
+                 framing="[CLS] a [SEP] b [SEP]", registry_terms=_modernbert_terms,
+                 extra_terms={"local_window": "in the local-attention layers, keys farther than the half window "
+                                              "(config.sliding_window) get no attention: the eager mask adds the "
+                                              "dtype's lowest value to their logits (0 in the global layers); "
+                                              "queries and keys are taken after the rotary embedding"}),
 )
 
 #: ``config.model_type`` -> its :class:`Architecture`.
@@ -215,9 +247,6 @@ BY_MODEL_TYPE: dict[str, Architecture] = {t: a for a in ARCHITECTURES for t in a
 
 #: Encoders with a known reason not to be supported; the refusal names it.
 REFUSED: dict[str, str] = {
-    "modernbert": "its attention weights could be captured exactly through the attention-function registry (queries "
-                  "and keys after its rotary embedding), but its local-attention layers also mask every key beyond a "
-                  "sliding window, which the query/key view cannot show yet, and no test proves its tokenizer framing",
     "deberta": "DeBERTa v1 is not proven by a test (DeBERTa-v2/v3, model_type 'deberta-v2', is supported)",
     "nomic_bert": "its remote code has no `encoder.layer` of self-attention modules the atlas can read",
     "luke": "its attention mixes word and entity states; the hooked output is not word-to-word attention",
@@ -431,7 +460,8 @@ def capture_attention(arch: Architecture, base: nn.Module, heads: int, on_layer:
         def tap(module, query, key, value, weights, scaling):
             layer = order.next(module)
             if layer is not None:
-                on_layer(LayerAttention(layer, weights, query, key, value, float(scaling)))
+                extra = arch.registry_terms(base.config, layer, query) if terms and arch.registry_terms else {}
+                on_layer(LayerAttention(layer, weights, query, key, value, float(scaling), extra))
 
         _ACTIVE.append(tap)
         try:

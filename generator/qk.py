@@ -136,14 +136,22 @@ def logit_term_sizes(q: np.ndarray, k: np.ndarray, scaling: float, extra: dict[s
 
     Returns:
         ``{"content": size, <term>: size, ...}``: for each term ``t``,
-        ``sqrt(mean_i mean_j (t_ij - mean_j' t_ij')^2)`` over the chosen rows,
-        in logit units (nats of the softmax's odds).
+        ``sqrt(mean_i mean_j (t_ij - mean_j' t_ij')^2)`` over the chosen rows
+        and the keys no term masks (a mask term such as ModernBERT's local
+        window adds the dtype's lowest value, below ``-1e30``, to the keys it
+        removes; it has size 0 on the keys it keeps), in logit units.
     """
     terms = {"content": (q.astype(np.float64) @ k.astype(np.float64).T) * scaling,
              **{name: np.asarray(t, dtype=np.float64) for name, t in extra.items()}}
     rows = np.ones(q.shape[0], dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    kept = np.ones_like(terms["content"], dtype=bool)
+    for t in terms.values():
+        kept &= t > -1e30
+    kept = kept[rows]
     out = {}
     for name, t in terms.items():
-        centred = t[rows] - t[rows].mean(axis=1, keepdims=True)
-        out[name] = float(np.sqrt(np.mean(centred ** 2))) if rows.any() else 0.0
+        t = np.where(kept, t[rows], 0.0)
+        count = np.maximum(kept.sum(axis=1, keepdims=True), 1)
+        centred = np.where(kept, t - t.sum(axis=1, keepdims=True) / count, 0.0)
+        out[name] = float(np.sqrt((centred ** 2).sum() / max(kept.sum(), 1))) if rows.any() else 0.0
     return out

