@@ -19,7 +19,7 @@ from generator.pages.importance import INPUT_TITLES, SkippedRow
 from generator.rollout import rollout
 
 #: the per-pair analyses (``AnalysisResults.skipped`` names) and how a pair page names them
-PER_PAIR_ANALYSES = {"attribution": "Integrated gradients", "perturbed_masking": "Perturbed masking"}
+PER_PAIR_ANALYSES = {"attribution": "integrated gradients", "perturbed_masking": "perturbed masking"}
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,14 @@ def pair_page(ctx: SiteContext, doc: str, index: int) -> PairPage:
                                how_to_read="attention"))
     skipped, per_pair_note = [], None
     if an is not None:
-        skipped = [SkippedRow(title, an.skipped[name]) for name, title in PER_PAIR_ANALYSES.items()
+        skipped = [SkippedRow(title.capitalize(), an.skipped[name]) for name, title in PER_PAIR_ANALYSES.items()
                    if name in an.skipped]
         analysed = sorted(set(an.attributions) | set(an.impact))
         if len(skipped) < len(PER_PAIR_ANALYSES) and index not in analysed:
-            per_pair_note = (f"{' and '.join(t for n, t in PER_PAIR_ANALYSES.items() if n not in an.skipped)} "
-                             f"ran on the {len(analysed)} untruncated pairs that most heads use as examples "
-                             "(analysis.max_pairs); this pair is not one of them.")
+            ran = " and ".join(t for n, t in PER_PAIR_ANALYSES.items() if n not in an.skipped)
+            per_pair_note = (f"{ran.capitalize()} ran on {len(analysed)} of the pairs: the untruncated ones "
+                             f"that most heads use as examples (analysis.max_pairs = {ctx.cfg.raw.analysis.max_pairs}); this pair is "
+                             "not among them.")
     grid = fig(figures.head_grid(labels, data.pair_scores[index]), links=ctx.grid_links(doc), how_to_read="grid")
     used_by = [HeadUsingPair(Link(rel(doc, head_doc(h.layer, h.head)), f"layer {h.layer}, head {h.head}"), h.label)
                for h in data.heads if index in h.examples]
