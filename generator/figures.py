@@ -279,3 +279,78 @@ def rollout_heatmap(rollout: np.ndarray, tokens: list[str], size: int | None = N
                                     pad=dict(t=60), len=0.9)],
                       height=fig.layout.height + 90)
     return fig
+
+
+def _signed_groups(values: np.ndarray, ci: np.ndarray) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Heads of :func:`signed_intervals` split by their interval: ``"positive"``
+    (low > 0), ``"negative"`` (high < 0), ``"overlaps"`` (low <= 0 <= high);
+    each list sorted by value, ascending. Heads with a NaN value are left out."""
+    layers, heads = values.shape
+    groups: dict[str, list[tuple[int, int]]] = {"positive": [], "negative": [], "overlaps": []}
+    for l in range(layers):
+        for h in range(heads):
+            if np.isnan(values[l, h]):
+                continue
+            low, high = ci[l, h]
+            kind = "positive" if low > 0 else "negative" if high < 0 else "overlaps"
+            groups[kind].append((l, h))
+    return [(k, sorted(v, key=lambda lh: (float(values[lh]), lh))) for k, v in groups.items() if v]
+
+
+def signed_intervals(values: np.ndarray, ci: np.ndarray, *, y_title: str, positive: tuple[str, str],
+                     negative: tuple[str, str], overlaps: tuple[str, str] = ("interval overlaps 0", "#9aa5b1"),
+                     level: float = 0.95) -> go.Figure:
+    """A signed quantity per head with its interval: one point per head,
+    sorted by value from left to right, with error bars from ``ci``, and a
+    line at 0 (a "caterpillar" plot).
+
+    Args:
+        values: ``[layers, heads]`` signed values (e.g. the mean change of the
+            per-pair loss when the head alone is masked; NaN: not evaluated).
+        ci: ``[layers, heads, 2]`` ``[low, high]`` interval of each value (e.g.
+            a percentile bootstrap, Efron & Tibshirani 1993, "An Introduction
+            to the Bootstrap", ch. 13).
+        y_title: the y axis title (the quantity and its units).
+        positive / negative / overlaps: ``(legend name, colour)`` of the heads
+            whose interval lies above 0, below 0, or contains 0.
+        level: the intervals' coverage, for the hover text.
+
+    Returns:
+        a figure with one trace per group present, in the order positive,
+        negative, overlaps (:func:`signed_interval_links` gives the click
+        targets in the same order).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    c = np.asarray(ci, dtype=np.float64)
+    order = sorted(((float(v[l, h]), (l, h)) for l in range(v.shape[0]) for h in range(v.shape[1])
+                    if not np.isnan(v[l, h])))
+    categories = [f"{l}-{h}" for _, (l, h) in order]
+    style = {"positive": positive, "negative": negative, "overlaps": overlaps}
+    pct_level = f"{100 * level:g}%"
+    traces = []
+    for kind, members in _signed_groups(v, c):
+        name, colour = style[kind]
+        y = np.array([v[lh] for lh in members], dtype=np.float32)
+        low = np.array([c[lh][0] for lh in members], dtype=np.float32)
+        high = np.array([c[lh][1] for lh in members], dtype=np.float32)
+        traces.append(go.Scatter(
+            x=[f"{l}-{h}" for l, h in members], y=y, mode="markers", name=html.escape(name),
+            marker=dict(size=7, color=colour, line=dict(width=0.5, color="#333")),
+            error_y=dict(type="data", symmetric=False, array=high - y, arrayminus=y - low, color=colour,
+                         thickness=1.2, width=0),
+            text=[f"layer {l}, head {h}: {v[l, h]:+.4g} [{c[l, h][0]:+.4g}, {c[l, h][1]:+.4g}]"
+                  for l, h in members],
+            hovertemplate="%{text}<extra>" + pct_level + " interval</extra>"))
+    return go.Figure(traces, layout=_layout(
+        height=380, margin=dict(l=70, r=10, t=10, b=60),
+        xaxis=dict(title="head (layer-head), sorted by value", type="category", categoryorder="array",
+                   categoryarray=categories, showticklabels=False, showgrid=False),
+        yaxis=dict(title=y_title, zeroline=True, zerolinecolor="#444", zerolinewidth=1),
+        legend=dict(orientation="h", y=-0.12)))
+
+
+def signed_interval_links(values: np.ndarray, ci: np.ndarray, link_of) -> list[list[str]]:
+    """Per trace of :func:`signed_intervals`, the page link of each point
+    (``link_of(layer, head)``)."""
+    return [[link_of(l, h) for l, h in members]
+            for _, members in _signed_groups(np.asarray(values, dtype=np.float64), np.asarray(ci, dtype=np.float64))]
