@@ -273,7 +273,7 @@ def rollout_heatmap(rollout: np.ndarray, tokens: list[str], size: int | None = N
     layers = rollout.shape[0]
     fig = attention_heatmap(rollout[-1], tokens, size=size, zmax=1.0)
     fig.update_traces(colorbar=dict(thickness=10, len=0.8, title=dict(text="share")))
-    steps = [dict(method="restyle", label=str(layer), args=[{"z": [np.round(np.asarray(rollout[layer], dtype=np.float64), 4).tolist()]}])
+    steps = [dict(method="restyle", label=str(layer), args=[{"z": [np.round(np.asarray(rollout[layer], dtype=np.float64), 3).tolist()]}])
              for layer in range(layers)]
     fig.update_layout(sliders=[dict(active=layers - 1, steps=steps, currentvalue=dict(prefix="up to layer "),
                                     pad=dict(t=60), len=0.9)],

@@ -144,6 +144,8 @@ def test_importance_states_inputs_objective_pairs_and_truncation(built_site):
     assert "head map the joint pair [CLS] a [SEP] b [SEP]" in text
     assert "Pairs: all 11 pairs (analysis.objective_pairs = 256 is not reached)" in text
     assert "not up to model.max_length = 64" in text  # the test config's max_length
+    # all-MiniLM-L6-v2 is a sentence-transformers checkpoint used at 256 tokens (sentence_bert_config.json)
+    assert "up to the model's own limit of 256 tokens" in text
     # Michel et al. like for like, with the rank correlation and the bootstrap cited
     assert "Are Sixteen Heads Really Better than One?" in text and "Efron & Tibshirani 1993" in text
     rho = float(re.search(r"Spearman's ρ between them over all 72 heads: (-?\d\.\d\d)", text).group(1))
@@ -232,6 +234,6 @@ def test_rollout_has_one_slider_step_per_layer(ctx, built_site):
         assert [s["label"] for s in steps] == [str(l) for l in range(data.layers)]
         expected = rollout(data.showcase.attention[index])
         for layer, step in enumerate(steps):
-            np.testing.assert_allclose(np.asarray(step["args"][0]["z"][0]), expected[layer], atol=1e-4)
+            np.testing.assert_allclose(np.asarray(step["args"][0]["z"][0]), expected[layer], atol=5e-4 + 1e-9)  # the figure keeps 3 decimals
         assert "0.5 · (the mean attention of its 12 heads) + 0.5 · I" in text_of(page)
         assert "Quantifying Attention Flow in Transformers" in page

@@ -391,3 +391,18 @@ def test_damaged_cache_is_recomputed_in_a_build(cached, tmp_path, caplog):
     third = compute(target, data.pairs, progress=False)
     assert "forward_score_s" not in third.timings and "showcase_s" not in third.timings
     assert not leftovers(tmp_path)
+
+
+def test_code_version_covers_every_computing_module_and_no_page_module():
+    """Every module that can shape a cached number is in the cache's code
+    version, a new one included; the presentation layer is not, so editing a
+    page does not rerun the model."""
+    package = Path(cache.__file__).parent
+    sources = {p.relative_to(package).as_posix() for p in cache.computing_sources()}
+    for module in ("scoring.py", "patterns.py", "budget.py", "tokens.py", "value_norms.py", "model.py",
+                   "config.py", "compare.py", "analysis/importance.py", "analysis/run.py", "qk.py", "rollout.py"):
+        assert module in sources, module
+    assert not any(s.startswith("pages/") for s in sources)
+    assert not sources & {"figures.py", "site.py", "views.py", "export.py", "links.py"}
+    every = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert every - sources == {s for s in every if s.startswith(cache.PRESENTATION)}

@@ -62,8 +62,12 @@ HOW_TO_READ = {
     "qkview": "How to read: pick a query token; the left panels show its query vector, every key vector and "
               "their element-wise product per dimension, the bars the dot product, its scaled value and the "
               "softmax, which is the head's attention.",
-    "impact": "How to read: row i, column j is how much masking token j changes token i's representation "
-              "(larger = darker); it is not normalised per row like attention.",
+    "impact": "How to read: row i, column j is how much masking the word of token j changes the representation "
+              "of the word of token i (every piece of a word shares its row and column; larger = darker); it is not "
+              "normalised per row like attention.",
+    "intervals": "How to read: one point per head, sorted from the most negative to the most positive; the bar "
+                 "through it is its bootstrap interval. Grey heads' intervals contain 0: the data cannot tell whether "
+                 "masking them changes anything. Hover for the numbers, click a point to open the head.",
     "budget": "How to read: each bar splits the attention of the query tokens into eleven categories (an exact "
               "partition: every key falls in the first category that matches, the shares sum to 100%).",
     "compareview": "How to read: one column per ticked head; its scores against the thresholds (black ticks), "
@@ -230,7 +234,7 @@ class SiteContext:
         what = {"similarity": "cosine similarity of the two sentences' mean-pooled embeddings",
                 "mlm": "masked-LM pseudo-log-likelihood", "classification": "sequence-classification accuracy"}
         metric = {"spearman": "Spearman correlation with the pairs' labels",
-                  "mean_similarity": "mean similarity (no labels: changes are mean absolute changes)",
+                  "mean_similarity": "mean similarity (the pairs have no labels, so no better or worse)",
                   "pll_per_token": "pseudo-log-likelihood per token", "accuracy": "accuracy"}
         return (f"{an.objective}: {what.get(an.objective, an.objective)}; "
                 f"metric {metric.get(an.metric_name, an.metric_name)}")

@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from generator import figures
 from generator.links import head_doc, rel
-from generator.pages.common import Figures, Link, SiteContext, num
+from generator.pages.common import HOW_TO_READ, Figures, Link, SiteContext, num
 
 #: analysis name (as in ``AnalysisResults.inputs`` / ``skipped``) -> how the pages name it
 ANALYSIS_TITLES = {
@@ -40,12 +40,6 @@ _LOSS_TEXT = {
     ("mlm", "pll_per_token"): "minus the pair's pseudo-log-likelihood (nats)",
     ("classification", "accuracy"): "the cross-entropy of the pair's gold class",
 }
-
-#: the line under each signed chart with intervals (HOW_TO_READ of pages/common.py has no such kind yet)
-INTERVALS_HOW_TO_READ = ("How to read: one point per head, sorted from the most negative to the most positive; "
-                         "the bar through it is its bootstrap interval. Grey heads' intervals contain 0: the "
-                         "data cannot tell whether masking them changes anything. Hover for the numbers, click "
-                         "a point to open the head.")
 
 #: corpus metric -> its short name in a title
 _METRIC_SHORT = {"spearman": "Spearman's ρ", "mean_similarity": "the mean similarity",
@@ -293,7 +287,7 @@ def _ablation(ctx: SiteContext, doc: str, fig: Figures, top_k: int) -> Ablation:
         loss_text=_LOSS_TEXT.get((an.objective, an.metric_name), "the pair's own loss"), metric_text=metric_text,
         ci_level=level, resamples=an.bootstrap_resamples, seed=acfg.seed, like_for_like=like_for_like,
         rank_correlation=an.rank_correlation, agreement=agreement_sentence(an.rank_correlation),
-        loss_chart=loss_chart, intervals_how_to_read=INTERVALS_HOW_TO_READ, loss_reading=loss_reading,
+        loss_chart=loss_chart, intervals_how_to_read=HOW_TO_READ["intervals"], loss_reading=loss_reading,
         loss_excluding_zero=n_loss, loss_helps=helps, loss_hurts=hurts, metric_chart=metric_chart,
         metric_reading=metric_reading, metric_excluding_zero=n_metric, gradient_map=gradient_map, ranked=ranked,
         ranked_by=ranked_by, ranked_title=ranked_title, ranked_overlap_sentence=ranked_overlap,
@@ -370,8 +364,9 @@ def importance_page(ctx: SiteContext, doc: str, top_k: int = 10) -> ImportancePa
         head_map = fig(figures.head_scatter(c[..., 0], c[..., 1], ctx.labels, x_title="MDS 1", y_title="MDS 2",
                                             equal_axes=True),
                        point_links=figures.scatter_links(ctx.labels, ctx.head_link_of(doc)), how_to_read="head_map")
-    truncation = ("The objective encodes each text up to the model's own position limit (its "
-                  "max_position_embeddings), not up to model.max_length = "
+    limit = f" of {an.objective_max_length} tokens" if an.objective_max_length else ""
+    truncation = (f"The objective encodes each text up to the model's own limit{limit} (its learned "
+                  "positions, or a sentence-transformers checkpoint's max_seq_length), not up to model.max_length = "
                   f"{ctx.max_length}, which bounds only the joint pairs the attention pages show.")
     return ImportancePage(
         objective_text=ctx.objective_text(), metric_name=an.metric_name,
