@@ -74,7 +74,7 @@ def heads_table_page(ctx: SiteContext, doc: str) -> HeadsTablePage:
                             h.budget[lead] if lead else None, effect, text, overlaps, rank.get((h.layer, h.head))))
     level = pct(an.bootstrap_level) if has_importance else ""
     return HeadsTablePage(PATTERNS, has_importance, bool(data.heads and data.heads[0].budget),
-                          f"loss change when masked [{level} interval]", rows, rel(doc, HEADS_COMPARE))
+                          f"loss change masked [{level} CI]", rows, rel(doc, HEADS_COMPARE))
 
 
 def comparison_pairs(ctx: SiteContext, k: int = 5) -> list[int]:
