@@ -81,9 +81,9 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
         hover_extra: optional ``[layers][heads]`` plain-text lines added to each
             cell's hover after the scores (escaped here; ``\n`` starts a new line),
             e.g. the head's attention budget and its description.
-        marks: optional ``[layers][heads]`` short texts printed under the label's
-            letters in a cell (escaped here; empty = none), e.g. the leading budget
-            category of a ``mixed`` head.
+        marks: optional ``[layers][heads]`` short texts printed in italics after the
+            label's letters in a cell (escaped here; empty = none), e.g. the leading
+            budget category of a ``mixed`` head.
     """
     layers, heads = labels.shape
     index = {name: k for k, name in enumerate(LABELS)}
@@ -106,7 +106,7 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
         hover.append(row)
     text = [[LABEL_INFO[x].short for x in row] for row in labels]
     if marks is not None:
-        text = [[t + ("<br>" + html.escape(marks[layer][head]) if marks[layer][head] else "")
+        text = [[t + (" <i>" + html.escape(marks[layer][head]) + "</i>" if marks[layer][head] else "")
                  for head, t in enumerate(row)] for layer, row in enumerate(text)]
     return go.Figure(
         go.Heatmap(z=z, zmin=-0.5, zmax=k - 0.5, colorscale=colorscale, showscale=False, xgap=2, ygap=2,

@@ -215,9 +215,9 @@ def test_home_grid_hover_carries_the_budget_and_the_mark(ctx):
             assert html.escape(h.description) in hover.replace("<br>", " ")
             cell = trace["text"][layer][head]
             if h.label == MIXED:
-                assert cell.endswith("<br>" + html.escape(BUDGET_MARK[leading_category(h.budget)]))
+                assert cell.endswith(" <i>" + html.escape(BUDGET_MARK[leading_category(h.budget)]) + "</i>")
             else:
-                assert "<br>" not in cell
+                assert "<i>" not in cell
     marks = {BUDGET_MARK[leading_category(h.budget)] for h in data.heads if h.label == MIXED}
     for mark in marks:
         assert f"{mark} = " in vm.grid_marks
