@@ -117,6 +117,7 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
             xaxis=dict(title="head", tickmode="array", tickvals=list(range(heads)), showgrid=False, zeroline=False),
             yaxis=dict(title="layer", tickmode="array", tickvals=list(range(layers)), autorange="reversed",
                        showgrid=False, zeroline=False),
+            hoverlabel=dict(align="left"),
         ),
     )
 
