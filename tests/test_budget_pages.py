@@ -145,11 +145,26 @@ def test_head_importance_reads_the_analysis(ctx):
         overlaps = bool(an.loss_change_overlaps_zero[layer, head])
         assert imp.loss_overlaps_zero == overlaps
         assert ("not distinguishable from zero" in imp.loss_text) == overlaps
-        low, high = an.loss_change_ci[layer, head]
-        assert f"interval {low:.3g} to {high:.3g}" in imp.loss_text
-        assert imp.effect_text.startswith(f"{an.ablation_effect[layer, head]:.3g}")
-        assert imp.gradient_text == f"{an.gradient_raw[layer, head]:.3g}"
+        _assert_shown(imp.loss_text, [an.loss_change[layer, head], *an.loss_change_ci[layer, head]])
+        _assert_shown(imp.effect_text, [an.ablation_effect[layer, head], *an.ablation_effect_ci[layer, head]])
+        _assert_shown(imp.gradient_text, [an.gradient_raw[layer, head]])
+        assert f"{100 * an.bootstrap_level:.0f}% interval" in imp.loss_text
         assert imp.input == an.inputs["importance"]["input"]
+
+
+NUMBER = re.compile(r"[+-]?\d+\.(\d+)")
+
+
+def _assert_shown(text: str, values: list[float]) -> None:
+    """The numbers written in ``text`` (value, then interval) are ``values`` to the decimals written, and
+    the largest keeps at least three significant digits."""
+    found = NUMBER.findall(text)
+    shown = [float(m.group(0)) for m in NUMBER.finditer(text)]
+    assert len(shown) >= len(values), text
+    for got, want, decimals in zip(shown, values, found):
+        assert abs(got - float(want)) <= 0.5 * 10 ** -len(decimals) + 1e-12, (text, values)
+    largest = max(abs(float(v)) for v in values)
+    assert largest == 0 or largest * 10 ** len(found[0]) >= 100, text
 
 
 def test_neurons_say_how_dimensions_are_ranked(built_site, ctx):

@@ -52,6 +52,7 @@ class HeadImportance:
     #: the signed change of the corpus metric with its interval ("" when not computed).
     metric_text: str
     #: Michel et al.'s raw gradient importance ``E_p |dL_p/dxi_h|`` (eq. 3), three significant digits ("" if none).
+    #: All the numbers above show their largest value with three significant digits, in fixed point.
     gradient_text: str
     #: ``joint`` or ``separate``: the input the objective used, and the sentence saying why.
     input: str
@@ -149,20 +150,21 @@ def best_query(attention: np.ndarray, cells: np.ndarray) -> int:
     return int(np.argmax((attention * cells).sum(-1)))
 
 
-def _sig(value: float) -> str:
-    """Three significant digits (importance values span orders of magnitude)."""
-    return f"{value:.3g}"
+def _decimals(*values: float) -> int:
+    """Decimals that show the largest of ``values`` with three significant digits (at least 3), so a value
+    and its interval share one fixed-point format (importance values span orders of magnitude)."""
+    largest = max((abs(v) for v in values if v is not None and np.isfinite(v)), default=0.0)
+    return 3 if largest == 0 else max(3, 2 - int(np.floor(np.log10(largest))))
 
 
-def _interval(ci, level: float) -> str:
-    """`` (95% interval a to b)`` or "" when there is no interval."""
-    if ci is None or np.isnan(ci).any():
-        return ""
-    return f" ({100 * level:.0f}% interval {_sig(float(ci[0]))} to {_sig(float(ci[1]))})"
-
-
-def _signed(value: float) -> str:
-    return ("+" if value > 0 else "") + _sig(value)
+def _with_interval(value: float, ci, level: float, signed: bool = False) -> str:
+    """``value`` and, when there is one, ``" (95% interval a to b)"``, all with the same decimals."""
+    bounds = None if ci is None or np.isnan(ci).any() else (float(ci[0]), float(ci[1]))
+    digits = _decimals(value, *(bounds or ()))
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    if bounds is not None:
+        text += f" ({100 * level:.0f}% interval {bounds[0]:.{digits}f} to {bounds[1]:.{digits}f})"
+    return text
 
 
 def sink_note(raw: float, weighted: float) -> str:
@@ -231,13 +233,13 @@ def head_importance(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadIm
         return None if a is None else a[layer, head]
 
     effect = at(an.ablation_effect)
-    effect_text = ("n/a" if effect is None else _sig(effect)) + _interval(ci(an.ablation_effect_ci), level)
+    effect_text = "n/a" if effect is None else _with_interval(effect, ci(an.ablation_effect_ci), level)
     loss = at(an.loss_change)
     overlaps = None if an.loss_change_overlaps_zero is None else bool(an.loss_change_overlaps_zero[layer, head])
     if loss is None:
         loss_text = "n/a"
     else:
-        loss_text = _signed(loss) + _interval(ci(an.loss_change_ci), level)
+        loss_text = _with_interval(loss, ci(an.loss_change_ci), level, signed=True)
         if overlaps:
             loss_text += ": not distinguishable from zero"
         elif loss > 0:
@@ -247,7 +249,7 @@ def head_importance(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadIm
     metric = at(an.metric_change)
     metric_text = ""
     if metric is not None:
-        metric_text = f"{_signed(metric)}{_interval(ci(an.metric_change_ci), level)}"
+        metric_text = _with_interval(metric, ci(an.metric_change_ci), level, signed=True)
         if an.metric_change_overlaps_zero is not None and bool(an.metric_change_overlaps_zero[layer, head]):
             metric_text += ", not distinguishable from zero"
     note = an.inputs.get("importance", {})
@@ -255,7 +257,7 @@ def head_importance(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadIm
     return HeadImportance(
         objective_text=ctx.objective_text(), rank=order.index((layer, head)) + 1, heads_total=ctx.n_heads_total,
         effect_text=effect_text, loss_text=loss_text, loss_overlaps_zero=overlaps, metric_text=metric_text,
-        gradient_text="" if gradient is None else _sig(gradient), input=note.get("input", ""),
+        gradient_text="" if gradient is None else f"{gradient:.{_decimals(gradient)}f}", input=note.get("input", ""),
         input_reason=note.get("reason", ""),
         href=rel(doc, IMPORTANCE))
 
