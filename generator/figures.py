@@ -69,12 +69,21 @@ def attention_heatmap(attention: np.ndarray, tokens: list[str], *, size: int | N
     return fig
 
 
-def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = False) -> go.Figure:
+def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = False,
+              hover_extra: list[list[str]] | None = None, marks: list[list[str]] | None = None) -> go.Figure:
     """Layers x heads grid coloured by label.
 
     ``labels``: ``[layers, heads]`` label names; ``scores``: ``[layers, heads,
     7]`` (NaN = undefined). Hover shows all seven scores; the page's script
     opens the head page on click.
+
+    Args:
+        hover_extra: optional ``[layers][heads]`` plain-text lines added to each
+            cell's hover after the scores (escaped here; ``\n`` starts a new line),
+            e.g. the head's attention budget and its description.
+        marks: optional ``[layers][heads]`` short texts printed in italics after the
+            label's letters in a cell (escaped here; empty = none), e.g. the leading
+            budget category of a ``mixed`` head.
     """
     layers, heads = labels.shape
     index = {name: k for k, name in enumerate(LABELS)}
@@ -91,9 +100,14 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
             for p, name in enumerate(PATTERNS):
                 v = scores[layer, head, p]
                 lines.append(f"{name}: {'n/a' if np.isnan(v) else f'{v:.2f}'}")
+            if hover_extra is not None and hover_extra[layer][head]:
+                lines += [html.escape(x) for x in hover_extra[layer][head].split("\n")]
             row.append("<br>".join(lines))
         hover.append(row)
     text = [[LABEL_INFO[x].short for x in row] for row in labels]
+    if marks is not None:
+        text = [[t + (" <i>" + html.escape(marks[layer][head]) + "</i>" if marks[layer][head] else "")
+                 for head, t in enumerate(row)] for layer, row in enumerate(text)]
     return go.Figure(
         go.Heatmap(z=z, zmin=-0.5, zmax=k - 0.5, colorscale=colorscale, showscale=False, xgap=2, ygap=2,
                    text=text, texttemplate="%{text}", textfont=dict(size=10), customdata=hover,
@@ -103,6 +117,7 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
             xaxis=dict(title="head", tickmode="array", tickvals=list(range(heads)), showgrid=False, zeroline=False),
             yaxis=dict(title="layer", tickmode="array", tickvals=list(range(layers)), autorange="reversed",
                        showgrid=False, zeroline=False),
+            hoverlabel=dict(align="left"),
         ),
     )
 
@@ -250,11 +265,15 @@ def budget_bars(shares: np.ndarray, rows: list[str], categories: list[tuple[str,
     traces = [go.Bar(y=rows, x=v[:, k], name=cat_title, orientation="h", marker_color=colour,
                      hovertemplate="%{y}: " + html.escape(cat_title) + " %{x:.1%}<extra></extra>")
               for k, (_, cat_title, colour) in enumerate(categories)]
+    # the legend sits under the axis title, in a bottom margin tall enough for four rows of entries
+    top, bottom = (30 if title else 10), 150
+    height = height or bottom + top + 30 * len(rows) + 20
+    plot = max(height - top - bottom, 20)
     return go.Figure(traces, layout=_layout(
-        barmode="stack", height=height or 110 + 30 * len(rows), margin=dict(l=110, r=10, t=30 if title else 10, b=40),
-        xaxis=dict(title="share of attention", range=[0, 1], tickformat=".0%"),
+        barmode="stack", height=height, margin=dict(l=110, r=10, t=top, b=bottom),
+        xaxis=dict(title=dict(text="share of attention", standoff=4), range=[0, 1], tickformat=".0%"),
         yaxis=dict(autorange="reversed", type="category"),
-        legend=dict(orientation="h", y=-0.25 if len(rows) < 4 else -0.08, traceorder="normal", font=dict(size=10)),
+        legend=dict(orientation="h", yanchor="top", y=-56 / plot, x=0, traceorder="normal", font=dict(size=10)),
         title=dict(text=html.escape(title), font=dict(size=12)) if title else None))
 
 

@@ -101,7 +101,8 @@ def test_head_page_numbers(ctx):
             [float(data.pair_scores[i, layer, head, column]) for i in h.examples])
         assert (vm.prev is None) == (layer == head == 0)
         assert (vm.next is None) == (layer == data.layers - 1 and head == data.n_heads - 1)
-        assert vm.importance.rank == importance_order(ctx).index((layer, head)) + 1
+        assert vm.importance.rank == data.analysis.importance_order().index((layer, head)) + 1
+        assert vm.description == h.description and vm.budget is not None
 
 
 def test_pattern_and_layer_pages(ctx):

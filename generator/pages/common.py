@@ -17,7 +17,9 @@ import numpy as np
 from markupsafe import Markup
 
 from generator import figures
+from generator.budget import CATEGORIES, CATEGORY_NAMES
 from generator.config import Config, load_corpus_meta, slug
+from generator.describe import percent
 from generator.links import head_doc, pair_doc, rel
 from generator.patterns import classify_all
 from generator.pipeline import AtlasData
@@ -146,6 +148,8 @@ class HeadCard:
     label: str
     thumb: Markup | None
     summary: str
+    #: the head's one-sentence description (:func:`generator.describe.describe_head`).
+    description: str = ""
 
 
 # ---------------------------------------------------------------- site context
@@ -226,7 +230,7 @@ class SiteContext:
             summary = f"nearest: {h.example_pattern} {num(h.scores[h.example_pattern])}"
         title = f"Layer {layer}, head {head}" if show_layer else f"Head {head}"
         return HeadCard(href=rel(from_doc, head_doc(layer, head)), title=title, label=h.label, thumb=thumb,
-                        summary=summary)
+                        summary=summary, description=h.description)
 
     def objective_text(self) -> str:
         """One line naming the analyses' objective and its corpus metric."""
@@ -238,3 +242,47 @@ class SiteContext:
                   "pll_per_token": "pseudo-log-likelihood per token", "accuracy": "accuracy"}
         return (f"{an.objective}: {what.get(an.objective, an.objective)}; "
                 f"metric {metric.get(an.metric_name, an.metric_name)}")
+
+
+# ---------------------------------------------------------------------- budget
+
+#: ``(name, title, colour)`` of the eleven attention-budget categories in first-match order
+#: (:data:`generator.budget.CATEGORIES`): the legend of every budget figure.
+BUDGET_LEGEND: list[tuple[str, str, str]] = [(c.name, c.title, c.colour) for c in CATEGORIES]
+
+#: A few letters per budget category: the secondary mark of a ``mixed`` cell in the layers x heads grid.
+BUDGET_MARK: dict[str, str] = {
+    "self": "self", "cls": "CLS", "sep": "SEP", "word_pieces": "word", "previous": "prev", "next": "next",
+    "copies": "copy", "copies_other_sentence": "copy⇄", "punctuation": "punct", "own_sentence": "own",
+    "other_sentence": "other",
+}
+
+
+def leading_category(shares: dict[str, float]) -> str:
+    """The budget category with the largest share (the first in :data:`generator.budget.CATEGORIES`
+    order on a tie).
+
+    Args:
+        shares: category name -> share, e.g. :attr:`generator.scoring.HeadSummary.budget`.
+    Returns:
+        the category's name.
+    Raises:
+        ValueError: when ``shares`` is empty (no budget was computed).
+    """
+    if not shares:
+        raise ValueError("leading_category: the head has no attention budget")
+    return max(CATEGORY_NAMES, key=lambda c: (shares.get(c, 0.0), -CATEGORY_NAMES.index(c)))
+
+
+def budget_text(shares: dict[str, float], top: int = 3) -> str:
+    """The ``top`` largest budget shares as one line, e.g. ``"[CLS] 48% · own sentence 31% · [SEP] 9%"``.
+
+    Args:
+        shares: category name -> share in [0, 1].
+        top: how many categories to name (largest first, :data:`generator.budget.CATEGORIES` order on ties).
+    Returns:
+        the line (category titles from :data:`generator.budget.CATEGORIES`).
+    """
+    titles = {c.name: c.title for c in CATEGORIES}
+    order = sorted(CATEGORY_NAMES, key=lambda c: (-shares.get(c, 0.0), CATEGORY_NAMES.index(c)))[:top]
+    return " · ".join(f"{titles[c]} {percent(shares.get(c, 0.0))}" for c in order)
