@@ -227,7 +227,9 @@ class SiteContext:
         if h.label != MIXED:
             summary = f"{h.label} {num(h.scores[h.label])} · consistency {pct(h.consistency)}"
         else:
-            summary = f"nearest: {h.example_pattern} {num(h.scores[h.example_pattern])}"
+            p = h.example_pattern
+            summary = (f"closest pattern {p} {num(h.scores[p])}, under its threshold {num(self.thresholds[p])} · "
+                       f"consistency {pct(h.consistency)}")
         title = f"Layer {layer}, head {head}" if show_layer else f"Head {head}"
         return HeadCard(href=rel(from_doc, head_doc(layer, head)), title=title, label=h.label, thumb=thumb,
                         summary=summary, description=h.description)

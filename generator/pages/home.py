@@ -11,6 +11,7 @@ from markupsafe import Markup
 from generator import figures
 from generator.links import CORPUS, HEADS_JSON, PAIR_SCORES_CSV, pattern_doc, rel
 from generator.budget import CATEGORIES
+from generator.pages.importance import head_map_text
 from generator.pages.common import BUDGET_MARK, Figures, SiteContext, budget_text, leading_category
 from generator.registry import LABEL_INFO, LABELS, MIXED
 
@@ -41,6 +42,7 @@ class HomePage:
     labels: tuple[str, ...]
     head_map: Markup | None
     head_map_pairs: int
+    head_map_sample: str
     label_counts: Markup
     pattern_rows: list[PatternRow]
     layer_counts: Markup
@@ -110,6 +112,8 @@ def home_page(ctx: SiteContext, doc: str) -> HomePage:
         clear_heads=ctx.n_heads_total - ctx.label_counts.get(MIXED, 0), model_name=data.model["name_or_path"],
         corpus_name=ctx.corpus_name, truncated_count=ctx.truncated_count, max_length=ctx.max_length, grid=grid,
         labels=LABELS, head_map=head_map, head_map_pairs=an.head_map_pairs if an is not None else 0,
+        head_map_sample=head_map_text(an, len(data.pairs), raw.analysis.seed, raw.analysis.head_map_pairs)
+        if head_map is not None else "",
         label_counts=label_counts,
         pattern_rows=[PatternRow(name, rel(doc, pattern_doc(name)), ctx.label_counts.get(name, 0),
                                  LABEL_INFO[name].title) for name in LABELS],
