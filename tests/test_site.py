@@ -147,14 +147,15 @@ def test_importance_page_and_heads_json(built_site):
                     "Gradient importance within a layer", "Masking groups of heads", "Head map"):
         assert heading in page, heading
     # the hostile test pairs carry no label, so the metric is the mean similarity and has no direction
-    assert "mean similarity (no labels" in page
+    assert "mean similarity (the pairs have no labels, so no better or worse)" in page
     assert "The 10 heads whose masking moves the loss most" in page
     assert "Without labels the per-pair loss is the similarity itself" in page
     assert "all delimiter heads" in page
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "Head map" in home
     head = (site / "heads" / "layer-00-head-02" / "index.html").read_text(encoding="utf-8")
-    assert "masking this head alone changes the metric by" in head
+    assert "Masking this head alone (Michel et al. 2019" in head and "Signed change of the loss:" in head
+    assert re.search(r"ranks it\s+\d+\s+of\s+72", re.sub(r"<[^>]+>", " ", head))
 
 
 def test_pair_pages_show_attribution_and_perturbed_masking(built_site):
