@@ -84,8 +84,9 @@ class ComputeConfig(_Strict):
     ray_address: str | None = Field(None, description=(
         "With `engine: ray`: the Ray cluster to join, passed to `ray.init(address=...)`: `auto` (the cluster "
         "this machine belongs to, started with `ray start`), `ray://host:10001` (Ray Client, from outside the "
-        "cluster) or `host:6379` (the head's GCS address). Unset: the `RAY_ADDRESS` environment variable, else "
-        "a new local instance. Every worker must have the model files."))
+        "cluster) or `host:6379` (the head's GCS address). Unset: Ray's own choice, the `RAY_ADDRESS` "
+        "environment variable, else a cluster started on this machine with `ray start`, else a new local "
+        "instance. Every worker must have the model files."))
 
     @field_validator("ray_address")
     @classmethod

@@ -88,7 +88,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) 
         address: ``compute.ray_address``, passed to ``ray.init(address=...)``:
             ``"auto"``, ``"ray://host:10001"`` (Ray Client) or
             ``"host:6379"``; ``None``: the ``RAY_ADDRESS`` environment
-            variable, else a new local instance.
+            variable, else a cluster started on this machine with
+            ``ray start``, else a new local instance (Ray's rules).
         num_cpus: CPUs of a new local instance (``None``: all); must be
             ``None`` when joining a cluster (Ray's rule).
         **kwargs: more ``ray.init`` arguments.

@@ -37,7 +37,9 @@ def local_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-    init_ray(num_cpus=4)  # ships the generator package to the workers (py_modules)
+    # "local": a new instance even beside one started with `ray start`;
+    # init_ray ships the generator package to the workers (py_modules)
+    init_ray(address="local", num_cpus=4)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
