@@ -115,8 +115,8 @@ PLANS = {
 START, END = readme.markers("bench")
 SECTION = "## Performance"
 
-#: Numeric keys every run record has (see the module docstring); it also
-#: has ``model`` and ``machine`` (:func:`machine_of`).
+#: Keys every run record has (see the module docstring); all but ``model``
+#: are numbers. Every record also names its ``machine`` (:func:`machine_of`).
 RUN_KEYS = ("model", "pairs", "load_s", "forward_score_s", "bare_forward_s", "render_s", "mkdocs_s", "total_s",
             "pairs_per_s", "peak_rss_mb", "site_mb", "pages", "bertviz_s_per_pair", "bertviz_bytes_per_pair",
             "atlas_s_per_pair", "atlas_bytes_per_pair", "tokenise_s", "batch_cpu_s")
