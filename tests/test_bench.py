@@ -178,6 +178,7 @@ def test_readme_section_renders_from_bench_json(quick_bench, tmp_path):
     assert again.count(bench.START) == 1 and body in again
 
 
+@pytest.mark.slow
 def test_readme_has_one_table_per_machine(quick_bench, tmp_path):
     """Runs from a GPU machine (its results file) and the CPU runs: each
     table sits under the sentence naming its machine, and holds its rows only."""
