@@ -105,12 +105,9 @@ _BUILD_DRIVER = textwrap.dedent("""
     import ray
 
     from generator.cli import run_build
-    from generator.config import load_config
-    from generator.distributed import init_ray
 
     config = Path(sys.argv[1])
-    init_ray(load_config(config).raw.compute.ray_address)
-    run_build(config, progress=False)
+    run_build(config, progress=False)  # joins the cluster of compute.ray_address
     print("GCS", ray.get_runtime_context().gcs_address)
     ray.shutdown()
 """)
