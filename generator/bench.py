@@ -90,12 +90,13 @@ class Plan:
 
 #: The benchmark plans. ``cpu`` is sized to finish within 30 minutes on a
 #: quiet 2-core machine: the default model at 300, 3,000 and 10,000 pairs
-#: with the analyses off and at 3,000 with them on (their cost is bounded by
-#: their settings, not by the corpus), and the 12 x 12 random model at 300
-#: pairs. Estimated from earlier runs there: builds of about 20, 45, 100, 165
-#: (analyses on) and 100 s, each but the analyses-on one followed by a
-#: measuring pass of about three times its forward+score time plus 30 bertviz
-#: pairs (30, 50, 175 and 155 s): about 14 minutes. ``gpu`` is for one CUDA
+#: with the analyses off and at 10,000 with them on (their cost is bounded by
+#: their settings, not by the corpus; 10,000 is the size the targets name),
+#: and the 12 x 12 random model at 300 pairs. Estimated from earlier runs
+#: there: builds of about 20, 45, 100, 220 (analyses on) and 100 s, each but
+#: the analyses-on one followed by a measuring pass of about three times its
+#: forward+score time plus 30 bertviz pairs (30, 50, 175 and 155 s): about
+#: 17 minutes. ``gpu`` is for one CUDA
 #: card: both models at 10,000 and 100,000 pairs, batch 256, and the default
 #: model's analyses at 10,000.
 PLANS = {
