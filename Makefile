@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # the test extras (Playwright, bertviz, linkchecker...): only `make test` and `make bench` need them
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: site serve test bench deploy clean install readme
+.PHONY: site serve test bench bench-gpu bench-readme deploy clean install readme
 
 site: $(STAMP)
 	$(PY) -m generator build --config $(CONFIG)
@@ -60,8 +60,20 @@ deploy: $(if $(NO_BUILD),,site)
 	cd "$(DEPLOY_REPO)" && "$(GHP_IMPORT)" --no-jekyll --push --force --remote "$(REMOTE)" --branch "$(BRANCH)" \
 	  --message "$(DEPLOY_MESSAGE)" "$(abspath $(SITE_DIR))"
 
+# The benchmark plans (PLANS in generator/bench.py; `python -m generator.bench
+# --list --plan gpu` prints one). `make bench`: 2 CPU cores, about 15 minutes,
+# results in build/bench.json. `make bench-gpu`: one CUDA GPU (install a CUDA
+# torch into .venv first), results in build/bench-gpu.json. `make
+# bench-readme`: the README's Performance section from both files (those
+# present), one table per machine.
 bench: $(TEST_STAMP)
-	$(PY) -m generator.bench
+	$(PY) -m generator.bench --plan cpu
+
+bench-gpu: $(TEST_STAMP)
+	$(PY) -m generator.bench --plan gpu
+
+bench-readme: $(STAMP)
+	$(PY) -m generator.bench --no-run --readme
 
 # Rewrite the README's generated Configuration section from the settings'
 # descriptions in generator/config.py (the Performance section: make bench

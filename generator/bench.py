@@ -1,10 +1,17 @@
-"""Benchmark of a whole build: ``python -m generator.bench`` (``make bench``).
+"""Benchmark of a whole build: ``python -m generator.bench`` (``make bench``,
+``make bench-gpu``).
 
-For each model and corpus size it writes a project (config + corpus) under
-``build/bench/``, runs the full build (:func:`generator.cli.run_build`) in a
-subprocess of its own, so that the peak RSS of one build is not mixed with
-another's, then, in a second subprocess, times
+A plan (:data:`PLANS`) lists the runs: which model, how many pairs, analyses
+off or on, on which device. For each run it writes a project (config + corpus)
+under ``build/bench/``, runs the full build (:func:`generator.cli.run_build`)
+in a subprocess of its own, so that the peak RSS of one build is not mixed
+with another's, then, in a second subprocess, times
 
+* the tokenisation of the corpus (``tokenise_s``) and, batch by batch, the
+  CPU side of a batch (``batch_cpu_s``: padding the token ids into tensors,
+  building the pattern masks and the budget's category map, and copying them
+  to the device), each a separate timing of the very work the scoring does
+  before its forward pass;
 * a bare forward pass (``output_attentions=True``, nothing else) over the same
   length-sorted batches as the build, to compare with the build's
   forward-and-score time (target: ratio at most 1.3);
@@ -12,14 +19,17 @@ another's, then, in a second subprocess, times
   ``output_attentions=True`` plus ``bertviz.head_view(..., html_action='return')``,
   per pair, as a bertviz user makes one view per pair.
 
-The corpora (30, 300, 3,000 and 10,000 pairs) come from the shipped corpus
-with a fixed seed: its own pairs first, then new pairs made of two of its
-sentences taken from different pairs (each smaller corpus is a prefix of the
-larger ones; ids are unique).
+The corpora come from the shipped corpus with a fixed seed: its own pairs
+first, then new pairs made of two of its sentences taken from different pairs,
+then (past those, for the GPU plan's 100,000 pairs) pairs whose first
+sentence joins two sentences; each smaller corpus is a prefix of the larger
+ones, ids and texts are unique.
 
-Results go to ``build/bench.json`` (``{"machine": {...}, "runs": [...]}``) and a
-table is printed; ``--readme`` rewrites the README's Performance section
-(between ``<!-- bench:start -->`` and ``<!-- bench:end -->``) from that file.
+Results go to the plan's file (``build/bench.json``, ``build/bench-gpu.json``:
+``{"machine": {...}, "runs": [...]}``, every run also naming its machine) and
+a table is printed; ``--readme`` rewrites the README's Performance section
+(between ``<!-- bench:start -->`` and ``<!-- bench:end -->``) from those
+files, one table per machine.
 """
 
 from __future__ import annotations
@@ -42,17 +52,75 @@ import yaml
 from generator import readme
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SIZES = (30, 300, 3000, 10000)
-DEFAULT_MODELS = ("default", "bert-base-random")
 QUICK_SIZES = (30,)
 QUICK_MODELS = ("default", "bert-tiny-random")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One build of the benchmark: ``model`` (``default`` or a key of
+    :data:`RANDOM_MODELS`), ``pairs`` (corpus size) and ``analysis`` (the
+    config's ``analysis:`` section as shipped, or every analysis off)."""
+
+    model: str
+    pairs: int
+    analysis: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``make bench`` (``cpu``) or ``make bench-gpu`` (``gpu``) runs.
+
+    Attributes:
+        name: ``cpu`` or ``gpu``.
+        runs: the builds, in order.
+        device: ``compute.device`` of every build.
+        batch_size: ``compute.batch_size`` (``None``: the shipped config's).
+        out: the results file, relative to the repository.
+        expected: how long the plan takes, and on what, in words.
+    """
+
+    name: str
+    runs: tuple[PlannedRun, ...]
+    device: str
+    batch_size: int | None
+    out: str
+    expected: str
+
+
+#: The benchmark plans. ``cpu`` is sized to finish within 30 minutes on a
+#: quiet 2-core machine: the default model at 300, 3,000 and 10,000 pairs
+#: with the analyses off and at 10,000 with them on (their cost is bounded by
+#: their settings, not by the corpus; 10,000 is the size the targets name),
+#: and the 12 x 12 random model at 300 pairs. Estimated from earlier runs
+#: there: builds of about 20, 45, 100, 220 (analyses on) and 100 s, each but
+#: the analyses-on one followed by a measuring pass of about three times its
+#: forward+score time plus 30 bertviz pairs (30, 50, 175 and 155 s): about
+#: 17 minutes. ``gpu`` is for one CUDA
+#: card: both models at 10,000 and 100,000 pairs, batch 256, and the default
+#: model's analyses at 10,000.
+PLANS = {
+    "cpu": Plan(
+        name="cpu", device="cpu", batch_size=None, out="build/bench.json",
+        runs=(PlannedRun("default", 300, False), PlannedRun("default", 3000, False),
+              PlannedRun("default", 10000, False), PlannedRun("default", 10000, True),
+              PlannedRun("bert-base-random", 300, False)),
+        expected="about 17 minutes on 2 quiet CPU cores"),
+    "gpu": Plan(
+        name="gpu", device="cuda", batch_size=256, out="build/bench-gpu.json",
+        runs=(PlannedRun("default", 10000, False), PlannedRun("default", 100000, False),
+              PlannedRun("default", 10000, True), PlannedRun("bert-base-random", 10000, False),
+              PlannedRun("bert-base-random", 100000, False)),
+        expected="an estimated 15 minutes on one H100 with 16 CPU cores"),
+}
 START, END = readme.markers("bench")
 SECTION = "## Performance"
 
-#: Keys every run record has (see the module docstring).
+#: Keys every run record has (see the module docstring); all but ``model``
+#: are numbers. Every record also names its ``machine`` (:func:`machine_of`).
 RUN_KEYS = ("model", "pairs", "load_s", "forward_score_s", "bare_forward_s", "render_s", "mkdocs_s", "total_s",
             "pairs_per_s", "peak_rss_mb", "site_mb", "pages", "bertviz_s_per_pair", "bertviz_bytes_per_pair",
-            "atlas_s_per_pair", "atlas_bytes_per_pair")
+            "atlas_s_per_pair", "atlas_bytes_per_pair", "tokenise_s", "batch_cpu_s")
 
 
 # ----------------------------------------------------------------- the models
@@ -130,8 +198,14 @@ def model_path(name: str, work: Path) -> str:
 
 def bench_corpus(n: int, seed: int = 0, source: Path | None = None) -> list[dict]:
     """``n`` pairs: the shipped corpus's pairs in order, then pairs of two
-    sentences from different pairs in a fixed random order. Deterministic for
-    a ``seed``; ``bench_corpus(m)`` is a prefix of ``bench_corpus(n)`` for m <= n."""
+    sentences from different pairs in a fixed random order, then (when more
+    are asked for) pairs whose first sentence joins two sentences, all three
+    from different pairs, drawn in a fixed random order. Deterministic for a
+    ``seed``; ``bench_corpus(m)`` is a prefix of ``bench_corpus(n)`` for m <= n.
+
+    Raises:
+        ValueError: more pairs than these rules can make.
+    """
     items = yaml.safe_load((source or ROOT / "content" / "corpus.yml").read_text(encoding="utf-8"))
     if n <= len(items):
         return items[:n]
@@ -146,14 +220,27 @@ def bench_corpus(n: int, seed: int = 0, source: Path | None = None) -> list[dict
     candidates = [(x, y) for x, kx in sentences for y, ky in sentences if kx != ky and (x, y) not in originals]
     random.Random(seed).shuffle(candidates)
     need = n - len(items)
-    if need > len(candidates):
-        raise ValueError(f"the shipped corpus gives at most {len(items) + len(candidates)} pairs; asked for {n}")
+    triples = max(0, need - len(candidates))
+    m = len(sentences)
+    most = m * (m - 1) * (m - 2)  # ordered triples of sentences, an upper bound on those from different pairs
+    if triples > most // 2:
+        raise ValueError(f"the shipped corpus gives at most {len(items) + len(candidates) + most // 2} pairs; "
+                         f"asked for {n}")
     ids = {item["id"] for item in items}
     extra = []
     for k, (a, b) in enumerate(candidates[:need]):
         pid = f"mix-{k:05d}"
         assert pid not in ids
         extra.append({"id": pid, "a": a, "b": b, "tags": ["recombined"]})
+    rng = random.Random(seed + 1)
+    made: set[tuple[int, int, int]] = set()
+    while len(made) < triples:  # rejection sampling: at most half of all triples are asked for
+        x, y, z = rng.randrange(m), rng.randrange(m), rng.randrange(m)
+        if len({sentences[x][1], sentences[y][1], sentences[z][1]}) < 3 or (x, y, z) in made:
+            continue
+        made.add((x, y, z))
+        extra.append({"id": f"mix3-{len(made) - 1:06d}", "a": f"{sentences[x][0]} {sentences[y][0]}",
+                      "b": sentences[z][0], "tags": ["recombined"]})
     return items + extra
 
 
@@ -169,10 +256,12 @@ def analysis_off() -> dict:
 
 
 def write_bench_project(folder: Path, items: list[dict], name_or_path: str, examples_per_head: int | None = None,
-                        analysis: bool = True) -> Path:
+                        analysis: bool = True, device: str | None = None, batch_size: int | None = None) -> Path:
     """A fresh project in ``folder`` (old build and site removed): the shipped
     ``site_config.yml`` with the model, corpus and output folders replaced;
-    ``analysis=False`` switches every analysis off (see :func:`analysis_off`)."""
+    ``analysis=False`` switches every analysis off (see :func:`analysis_off`);
+    ``device`` and ``batch_size`` replace ``compute.device`` and
+    ``compute.batch_size`` when given."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "content").mkdir(parents=True)
     (folder / "content" / "corpus.yml").write_text(yaml.safe_dump(items, allow_unicode=True, sort_keys=False),
@@ -180,6 +269,10 @@ def write_bench_project(folder: Path, items: list[dict], name_or_path: str, exam
     config = yaml.safe_load((ROOT / "site_config.yml").read_text(encoding="utf-8"))
     config["model"] = {**config.get("model", {}), "name_or_path": name_or_path}
     config["compute"] = {**config.get("compute", {}), "engine": "local"}
+    if device is not None:
+        config["compute"]["device"] = device
+    if batch_size is not None:
+        config["compute"]["batch_size"] = batch_size
     config["corpus"] = "content/corpus.yml"
     config["output"] = {"build_dir": "build", "site_dir": "site"}
     if examples_per_head is not None:
@@ -257,15 +350,19 @@ def _child_measure(args: dict) -> dict:
     import numpy as np
     import torch
 
+    from generator.budget import category_weights
     from generator.config import load_config, load_corpus
     from generator.model import collate, encode_pairs, length_sorted_batches, load_model
+    from generator.patterns import BatchMasks
     from generator.scoring import output_grams, score_batch_all
 
     logging.basicConfig(level=logging.ERROR)
     cfg = load_config(Path(args["config"]))
     pairs = load_corpus(cfg.corpus_path)
     lm = load_model(cfg.raw.model.name_or_path, cfg.raw.compute.device)
+    t = time.perf_counter()
     encoded = encode_pairs(lm, pairs, cfg.raw.model.max_length, corpus_name=str(cfg.corpus_path))
+    tokenise = time.perf_counter() - t
     batches = length_sorted_batches(encoded, cfg.raw.compute.batch_size)
     with torch.inference_mode():  # warm-up (one-off kernel set-up), not timed
         lm.model(**collate(lm, batches[0]), output_attentions=True)
@@ -274,8 +371,19 @@ def _child_measure(args: dict) -> dict:
     # both alike (``paired`` ratio); ``bare`` alone is the issue's bare_forward_s.
     sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
     grams = output_grams(lm)
-    bare = paired = paired_scores_only = 0.0
+    bare = paired = paired_scores_only = batch_cpu = 0.0
     for batch in batches:
+        # The CPU side of a batch, as score_batch_all does it before and
+        # around its forward pass: the padded inputs, the pattern masks and
+        # the budget's category map, built on the CPU and copied to the device.
+        t = time.perf_counter()
+        width = max(len(e.input_ids) for e in batch)
+        layouts = [e.layout for e in batch]
+        collate(lm, batch)
+        BatchMasks.from_layouts(layouts, width, lm.device)
+        category_weights(layouts, width, lm.device)
+        sync()
+        batch_cpu += time.perf_counter() - t
         t = time.perf_counter()
         with torch.inference_mode():
             out = lm.model(**collate(lm, batch), output_attentions=True)
@@ -309,7 +417,9 @@ def _child_measure(args: dict) -> dict:
         body = html.data.encode("utf-8")
         seconds.append(time.perf_counter() - t)
         sizes.append(len(body))
-    return {"bare_forward_s": bare, "paired_forward_score_s": paired_score,
+    device_name = torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else None
+    return {"bare_forward_s": bare, "paired_forward_score_s": paired_score, "tokenise_s": tokenise,
+            "batch_cpu_s": batch_cpu, "device_name": device_name, "batch_size": cfg.raw.compute.batch_size,
             "paired_forward_score_only_s": paired_scores_only, "device": str(lm.device),
             "layers": lm.layers, "heads": lm.heads, "torch_threads": torch.get_num_threads(), "bertviz_pairs": len(sample),
             "bertviz_s_per_pair": float(np.mean(seconds)), "bertviz_bytes_per_pair": float(np.mean(sizes))}
@@ -340,22 +450,53 @@ def run_folder(work: Path, model: str, n: int, analysis: bool) -> Path:
 
 
 def bench_one(model: str, n: int, work: Path, bertviz_sample: int, examples_per_head: int | None = None,
-              analysis: bool = True, say=print) -> dict:
-    """Build and measure one (model, corpus size); returns its run record."""
+              analysis: bool = True, say=print, device: str | None = None, batch_size: int | None = None,
+              measured_cache: dict | None = None) -> dict:
+    """Build and measure one (model, corpus size); returns its run record.
+
+    Args:
+        model: ``default`` or a key of :data:`RANDOM_MODELS`.
+        n: pairs in the corpus (:func:`bench_corpus`).
+        work: the folder of the projects.
+        bertviz_sample: pairs timed with bertviz.
+        examples_per_head: replaces the config's, when given.
+        analysis: the shipped config's analyses, or all off.
+        say: where progress lines go.
+        device, batch_size: ``compute.device`` and ``compute.batch_size``
+            (``None``: the shipped config's).
+        measured_cache: measuring passes by (model, pairs, device, batch
+            size, bertviz sample), shared by the runs of one plan, so that
+            analyses on and off measure once (``None``: always measure).
+
+    Returns:
+        The run record: every key of :data:`RUN_KEYS` and more (seconds,
+        megabytes, ratios; ``machine``: :func:`machine_info` plus the GPU's
+        name when the run used one).
+    """
     path = model_path(model, work)
     folder = run_folder(work, model, n, analysis)
-    project = write_bench_project(folder, bench_corpus(n), path, examples_per_head, analysis)
+    project = write_bench_project(folder, bench_corpus(n), path, examples_per_head, analysis, device, batch_size)
     say(f"[bench] {model} {n} pairs{'' if analysis else ', analysis off'}: build ...")
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     built, rss_mb = run_child("build", {"config": str(project)}, project.parent / "build.log")
     timings = built["timings"]
     say(f"[bench] {model} {n} pairs: built in {timings['total_s']:.1f} s, peak RSS {rss_mb:.0f} MB; measuring ...")
-    measured, _ = run_child("measure", {"config": str(project), "bertviz_sample": bertviz_sample},
-                            project.parent / "measure.log")
+    # The measuring pass does not depend on the analyses: a run of the same
+    # model, pairs, device and batch size with the other setting reuses it.
+    measure_key = (model, n, device, batch_size, bertviz_sample)
+    if measured_cache is not None and measure_key in measured_cache:
+        measured = measured_cache[measure_key]
+    else:
+        measured, _ = run_child("measure", {"config": str(project), "bertviz_sample": bertviz_sample},
+                                project.parent / "measure.log")
+        if measured_cache is not None:
+            measured_cache[measure_key] = measured
     stats = site_stats(project.parent / "site")
     fwd = timings.get("forward_score_s")
     bare = measured["bare_forward_s"]
-    ran_analysis = "analysis_s" in timings
+    # the build times the analysis stage even with every analysis off: the
+    # record says what was asked for (see analysis_off)
+    ran_analysis = bool(analysis or not analysis_off())
     record = {
         "model": model, "name_or_path": path if model == "default" else f"build/bench/{model}",
         "layers": measured["layers"], "heads": measured["heads"], "pairs": n, "analysis": ran_analysis,
@@ -377,6 +518,13 @@ def bench_one(model: str, n: int, work: Path, bertviz_sample: int, examples_per_
         "bertviz_bytes_per_pair": measured["bertviz_bytes_per_pair"],
         "atlas_s_per_pair": timings["total_s"] / n, "atlas_bytes_per_pair": stats["site_bytes"] / n,
         "device": measured["device"], "torch_threads": measured["torch_threads"],
+        "batch_size": measured["batch_size"],
+        # the CPU side: tokenising the corpus once, then per batch the padded
+        # inputs, pattern masks and category map (and their copies to the device)
+        "tokenise_s": measured["tokenise_s"], "batch_cpu_s": measured["batch_cpu_s"],
+        "batch_cpu_share": measured["batch_cpu_s"] / measured["paired_forward_score_s"]
+        if measured["paired_forward_score_s"] else None,
+        "machine": {**machine_info(), "device": measured["device"], "gpu": measured["device_name"]},
         # 1-minute load average before the build and after the measurements:
         # above the core count, other processes were competing for the CPUs.
         "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -417,12 +565,19 @@ def _fmt(v, digits: int = 1) -> str:
     return f"{v:,.{digits}f}"
 
 
+def _share(r: dict):
+    share = r.get("batch_cpu_share")
+    return None if share is None else 100 * share
+
+
 _COLUMNS = [  # header, key or function, digits
     ("model", "model", 0), ("pairs", "pairs", 0),
     ("analysis", lambda r: "on" if r.get("analysis") else "off", 0), ("total s", "total_s", 1), ("load s", "load_s", 1),
     ("forward+score s", "forward_score_s", 1), ("bare forward s", "bare_forward_s", 1),
     ("ratio", "forward_score_ratio", 2), ("paired ratio", "paired_ratio", 2),
-    ("paired ratio w/o budget", "paired_score_only_ratio", 2), ("analysis s", "analysis_s", 1),
+    ("paired ratio w/o budget", "paired_score_only_ratio", 2),
+    ("tokenise s", "tokenise_s", 1), ("batch CPU s", "batch_cpu_s", 2), ("batch CPU %", _share, 1),
+    ("analysis s", "analysis_s", 1),
     ("render s", "render_s", 1),
     ("mkdocs s", "mkdocs_s", 1),
     ("pairs/s", "pairs_per_s", 1), ("peak RSS MB", "peak_rss_mb", 0), ("site MB", "site_mb", 1),
@@ -451,31 +606,81 @@ def text_table(runs: list[dict]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def markdown_section(doc: dict) -> str:
-    """The generated body of the README's Performance section (between the markers)."""
-    runs = doc["runs"]
-    m = doc.get("machine", {})
-    header, rows = table_rows(runs)
+def machine_of(run: dict, doc: dict) -> dict:
+    """The machine a run record comes from: its own ``machine`` (runs from
+    before that key: the file's ``machine``, and the run's ``device``)."""
+    if run.get("machine"):
+        return run["machine"]
+    return {**doc.get("machine", {}), "device": run.get("device"), "gpu": None}
+
+
+def machine_sentence(m: dict, runs: list[dict]) -> str:
+    """One sentence naming a machine and what its runs used, e.g. ``On 2 CPU
+    cores (Intel Xeon), device cpu, torch 2.13.0, ...``."""
+    device = m.get("device") or "?"
+    where = f"one {m['gpu']} GPU and {m.get('cpus', '?')} CPU cores ({m.get('cpu') or 'unknown CPU'})" if m.get("gpu") \
+        else f"{m.get('cpus', '?')} CPU cores ({m.get('cpu') or 'unknown CPU'})"
+    batches = sorted({r["batch_size"] for r in runs if r.get("batch_size")})
+    batch = f", batch size {', '.join(str(b) for b in batches)}" if batches else ""
+    return (f"On {where}, device {device}{batch}, torch {m.get('torch', '?')}, transformers "
+            f"{m.get('transformers', '?')}, {m.get('date', '?')}:")
+
+
+def by_machine(docs: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """The runs of ``docs`` grouped by the machine they ran on (first seen
+    first; the same machine, device, software and date is one group)."""
+    groups: dict[str, tuple[dict, list[dict]]] = {}
+    for doc in docs:
+        for r in doc["runs"]:
+            m = machine_of(r, doc)
+            key = json.dumps(m, sort_keys=True)
+            groups.setdefault(key, (m, []))[1].append(r)
+    return list(groups.values())
+
+
+def markdown_section(docs: dict | list[dict]) -> str:
+    """The generated body of the README's Performance section (between the
+    markers): one table per machine, each under a sentence naming it."""
+    docs = [docs] if isinstance(docs, dict) else docs
     lines = [
         START,
-        "<!-- generated by `python -m generator.bench --readme` from build/bench.json; do not edit by hand -->",
+        "<!-- generated by `python -m generator.bench --readme` from "
+        + " and ".join(p.out for p in PLANS.values()) + "; do not edit by hand -->",
         "",
-        f"Measured with `make bench` on {m.get('cpus', '?')} CPU cores ({m.get('cpu') or 'unknown CPU'}), "
-        f"device {runs[0].get('device', '?') if runs else '?'}, torch {m.get('torch', '?')}, "
-        f"transformers {m.get('transformers', '?')}, {m.get('date', '?')}. Corpora are the shipped pairs plus "
-        "pairs recombined from their sentences (fixed seed); `bert-base-random` is a randomly initialised "
-        "12-layer, 12-head, 768-wide BERT with the default model's tokenizer.",
+        "The plans (`PLANS` in `generator/bench.py`):",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *(f"- `make {plan_target(p)}` (device {p.device}, batch size {p.batch_size or 'as configured'}, "
+          f"{p.expected}): " + "; ".join(f"{r.model}, {r.pairs:,} pairs, analyses {'on' if r.analysis else 'off'}"
+                                          for r in p.runs) + "."
+          for p in PLANS.values()),
+        "",
+        "Corpora are the shipped pairs plus pairs recombined from their sentences (fixed seed); "
+        "`bert-base-random` is a randomly initialised 12-layer, 12-head, 768-wide BERT with the default "
+        "model's tokenizer.",
+    ]
+    header = table_rows([])[0]
+    for m, runs in by_machine(docs):
+        _, rows = table_rows(runs)
+        lines += [
+            "",
+            machine_sentence(m, runs),
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows),
+        ]
+    lines += [
         "",
         "*total s*: the whole build (load, forward+score, example attention, render, mkdocs, publish). "
         "*forward+score s*: streaming every pair through the model and scoring every head; *bare forward s*: "
         "the same batches through the model with `output_attentions=True` and nothing else; *ratio*: the "
         "two divided; *paired ratio*: the same, both timed batch by batch in one process (less disturbed by "
         "other load on the machine); *paired ratio w/o budget*: the same with the seven scores alone, without "
-        "the attention budgets and value norms. *peak RSS*: the build's process. *site MB*: bytes under `site/` (10^6). *bertviz*: one "
+        "the attention budgets and value norms. *tokenise s*: tokenising the whole corpus, once, before the "
+        "first batch; *batch CPU s*: summed over the batches, the CPU side of each (padding the token ids into "
+        "tensors, building the pattern masks and the budget's category map, and copying them to the device), "
+        "timed apart from the forward pass; *batch CPU %*: that as a share of the paired forward+score time, "
+        "which includes it. *peak RSS*: the build's process. *site MB*: bytes under `site/` (10^6). *bertviz*: one "
         "forward pass plus `bertviz.head_view(..., html_action='return')` per pair, on a sample of the same "
         "pairs; *atlas s/pair* and *KB/pair*: the whole build and the whole site divided by the pairs. "
         "*analysis*: whether the build ran the `analysis:` section of the config (head importance by masking "
@@ -486,10 +691,15 @@ def markdown_section(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, doc: dict) -> None:
+def plan_target(plan: Plan) -> str:
+    """The Makefile target that runs ``plan``: ``bench`` or ``bench-<name>``."""
+    return "bench" if plan.name == "cpu" else f"bench-{plan.name}"
+
+
+def update_readme(path: Path, docs: dict | list[dict]) -> None:
     """Replace the text between the bench markers with :func:`markdown_section`;
     append a ``## Performance`` section with the markers when they are absent."""
-    readme.update_readme(path, "bench", markdown_section(doc), SECTION)
+    readme.update_readme(path, "bench", markdown_section(docs), SECTION)
 
 
 # ------------------------------------------------------------------------ CLI
@@ -511,27 +721,49 @@ def _csv(kind):
     return lambda text: [kind(x) for x in text.split(",") if x.strip()]
 
 
+def plan_runs(plan: Plan, sizes: list[int] | None = None, models: list[str] | None = None,
+              analysis: str | None = None) -> list[PlannedRun]:
+    """The runs of ``plan``, or, when ``sizes``, ``models`` or ``analysis``
+    (``config``, ``off`` or ``both``) is given, every combination of them
+    (what is not given: the plan's own sizes, models, analyses)."""
+    if sizes is None and models is None and analysis is None:
+        return list(plan.runs)
+    sizes = sizes or sorted({r.pairs for r in plan.runs})
+    models = models or list(dict.fromkeys(r.model for r in plan.runs))
+    modes = {"config": [True], "off": [False], "both": [False, True], None: [False]}[analysis]
+    return [PlannedRun(m, n, a) for m in models for n in sizes for a in modes]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m generator.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=_csv(int), default=None, help="corpus sizes (default: 30,300,3000,10000)")
+    p.add_argument("--plan", choices=sorted(PLANS), default="cpu",
+                   help="the runs and device: cpu (make bench) or gpu (make bench-gpu: device cuda, batch 256); "
+                        "see PLANS in generator/bench.py (default: %(default)s)")
+    p.add_argument("--list", action="store_true", help="print the plan's runs and exit")
+    p.add_argument("--sizes", type=_csv(int), default=None,
+                   help="corpus sizes instead of the plan's runs (with the plan's models, analyses off), e.g. 30")
     p.add_argument("--models", type=_csv(str), default=None,
-                   help=f"models (default: default,bert-base-random; also: {', '.join(RANDOM_MODELS)})")
+                   help=f"models instead of the plan's runs (default, {', '.join(RANDOM_MODELS)})")
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for CI: 30 pairs, default + a 2-layer random model, 5 bertviz pairs, "
                         "examples_per_head 1, analyses off")
     p.add_argument("--bertviz-sample", type=int, default=None, help="pairs timed with bertviz (default 30)")
     p.add_argument("--analysis", choices=("config", "off", "both"), default=None,
-                   help="the analyses (head importance, attribution, ...): as site_config.yml says, all off, or "
-                        "each run both ways (default: config; --quick: off)")
+                   help="with --sizes/--models: the analyses as site_config.yml says, all off, or each run both "
+                        "ways (default: off)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run each build this many times and keep the fastest (on a shared machine, other load "
                         "only ever slows a run down); all totals are kept in total_s_all")
     p.add_argument("--work", type=Path, default=ROOT / "build" / "bench", help="projects go here (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json", help="results (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="results (default: the plan's, e.g. build/bench.json)")
     p.add_argument("--merge", action="store_true",
                    help="keep the runs already in --out for other (model, pairs, analysis) than those run now")
     p.add_argument("--no-run", action="store_true", help="run nothing; only print (and --readme) --out")
-    p.add_argument("--readme", action="store_true", help="rewrite the README's Performance section from --out")
+    p.add_argument("--readme", action="store_true",
+                   help="rewrite the README's Performance section from --readme-from")
+    p.add_argument("--readme-from", type=_csv(Path), default=None,
+                   help="results files for --readme, comma-separated (default: --out when given, else every "
+                        "plan's file that exists)")
     p.add_argument("--readme-path", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
     p.add_argument("--child", choices=("build", "measure", "make-model"), help=argparse.SUPPRESS)
     p.add_argument("--child-args", help=argparse.SUPPRESS)
@@ -553,49 +785,61 @@ def main(argv: list[str] | None = None) -> int:
             out = _child_build(payload) if args.child == "build" else _child_measure(payload)
         args.child_result.write_text(json.dumps({**out, "peak_rss_mb": _own_peak_rss_mb()}))
         return 0
+    plan = PLANS[args.plan]
+    out_path = args.out or ROOT / plan.out
+    if args.quick:
+        runs_planned = plan_runs(plan, args.sizes or list(QUICK_SIZES), args.models or list(QUICK_MODELS), "off")
+    else:
+        runs_planned = plan_runs(plan, args.sizes, args.models, args.analysis)
+    if args.list:
+        print(f"plan {plan.name}: device {plan.device}, batch size {plan.batch_size or 'as configured'}, "
+              f"{plan.expected}; results to {out_path}")
+        for r in runs_planned:
+            print(f"  {r.model} {r.pairs} pairs, analyses {'on' if r.analysis else 'off'}")
+        return 0
     if not args.no_run:
-        sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-        models = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
         sample = args.bertviz_sample if args.bertviz_sample is not None else (5 if args.quick else 30)
         examples = 1 if args.quick else None
-        mode = args.analysis or ("off" if args.quick else "config")
-        analysis_modes = {"config": [True], "off": [False], "both": [False, True]}[mode]
         args.work.mkdir(parents=True, exist_ok=True)
-        old_runs = json.loads(args.out.read_text())["runs"] if args.merge and args.out.exists() else []
+        old_runs = json.loads(out_path.read_text())["runs"] if args.merge and out_path.exists() else []
         runs: list[dict] = []
+        measured: dict = {}
         try:
-            for model in models:
+            for model in dict.fromkeys(r.model for r in runs_planned):
                 model_path(model, args.work)  # unknown names fail before any run
-            for model in models:
-                for n in sizes:
-                    bench_corpus(n)
-            for model in models:
-                for n in sizes:
-                    for analysis in analysis_modes:
-                        tries = [bench_one(model, n, args.work, sample, examples, analysis,
-                                           say=lambda s: print(s, file=sys.stderr, flush=True))
-                                 for _ in range(args.repeat)]
-                        best = min(tries, key=lambda r: r["total_s"])
-                        best["repeats"] = len(tries)
-                        best["total_s_all"] = [r["total_s"] for r in tries]
-                        runs.append(best)
-                        doc = _results(old_runs, runs)
-                        args.out.parent.mkdir(parents=True, exist_ok=True)
-                        args.out.write_text(json.dumps(doc, indent=1) + "\n")  # after every run
+            for r in runs_planned:
+                bench_corpus(r.pairs)
+            for r in runs_planned:
+                tries = [bench_one(r.model, r.pairs, args.work, sample, examples, r.analysis,
+                                   say=lambda s: print(s, file=sys.stderr, flush=True),
+                                   device=plan.device, batch_size=plan.batch_size, measured_cache=measured)
+                         for _ in range(args.repeat)]
+                best = min(tries, key=lambda t: t["total_s"])
+                best["repeats"] = len(tries)
+                best["total_s_all"] = [t["total_s"] for t in tries]
+                runs.append(best)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps(_results(old_runs, runs), indent=1) + "\n")  # after every run
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         doc = _results(old_runs, runs)
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        out_path.write_text(json.dumps(doc, indent=1) + "\n")
     else:
-        if not args.out.exists():
-            print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+        if not out_path.exists() and not args.readme:
+            print(f"error: {out_path} does not exist; run the benchmark first", file=sys.stderr)
             return 2
-        doc = json.loads(args.out.read_text())
+        doc = json.loads(out_path.read_text()) if out_path.exists() else {"runs": []}
     print(text_table(doc["runs"]))
     if args.readme:
-        update_readme(args.readme_path, doc)
-        print(f"rewrote the Performance section of {args.readme_path}", file=sys.stderr)
+        sources = args.readme_from or ([out_path] if args.out else [ROOT / p.out for p in PLANS.values()])
+        docs = [json.loads(f.read_text()) for f in sources if f.exists()]
+        if not docs:
+            print(f"error: none of {', '.join(map(str, sources))} exists; run the benchmark first", file=sys.stderr)
+            return 2
+        update_readme(args.readme_path, docs)
+        print(f"rewrote the Performance section of {args.readme_path} from "
+              f"{', '.join(str(f) for f in sources if f.exists())}", file=sys.stderr)
     return 0
 
 

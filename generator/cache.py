@@ -30,22 +30,39 @@ T = TypeVar("T")
 Arrays = dict[str, np.ndarray]
 
 
+#: The presentation layer: modules that only turn computed numbers into pages,
+#: files and commands (paths relative to ``generator/``; a folder ends with
+#: ``/``). Editing them never changes a cached number, so they are left out of
+#: :func:`code_version`; every other module, a new one included, is in it.
+PRESENTATION = ("pages/", "figures.py", "views.py", "links.py", "site.py", "export.py", "cli.py", "bench.py",
+                "readme.py", "__main__.py")
+
+
+def computing_sources() -> list[Path]:
+    """The source files whose bytes make up :func:`code_version`: every
+    ``generator/**/*.py`` outside :data:`PRESENTATION`, sorted."""
+    package = Path(__file__).parent
+    return [path for path in sorted(package.rglob("*.py"))
+            if not path.relative_to(package).as_posix().startswith(PRESENTATION)]
+
+
 def code_version() -> str:
     """The version of the code that computes cached numbers: part of every key.
 
     Returns:
         16 hex digits of the sha256 of :data:`CACHE_FORMAT`, the torch and
-        transformers versions, and the path and bytes of every
-        ``generator/**/*.py`` (all of the package, so that no module that
-        shapes a number can be left out and serve stale results; editing any
-        of them recomputes).
+        transformers versions, and the path and bytes of every file of
+        :func:`computing_sources` (the whole package but its presentation
+        layer, so that no module that shapes a number can be left out and
+        serve stale results, while editing a page or a figure does not
+        recompute the model).
     """
     import torch
     import transformers
 
     h = hashlib.sha256(f"{CACHE_FORMAT}:{torch.__version__}:{transformers.__version__}".encode())
     package = Path(__file__).parent
-    for path in sorted(package.rglob("*.py")):
+    for path in computing_sources():
         h.update(path.relative_to(package).as_posix().encode() + b"\x00")
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -85,6 +85,19 @@ class ComputeConfig(_Strict):
     ray_workers: Annotated[int, Field(ge=1, le=1024, description=(
         "With `engine: ray`: how many workers score batches, each loading its own copy of the model "
         "(memory: one model per worker)."))] = 2
+    ray_address: str | None = Field(None, description=(
+        "With `engine: ray`: the Ray cluster to join, passed to `ray.init(address=...)`: `auto` (the cluster "
+        "this machine belongs to, started with `ray start`), `ray://host:10001` (Ray Client, from outside the "
+        "cluster) or `host:6379` (the head's GCS address). Unset: Ray's own choice, the `RAY_ADDRESS` "
+        "environment variable, else a cluster started on this machine with `ray start`, else a new local "
+        "instance. Every worker must have the model files."))
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"auto|ray://[^\s/:]+:\d+|[^\s/:]+:\d+", value):
+            raise ValueError("must be `auto`, `ray://host:port` or `host:port` (the head's address)")
+        return value
 
 
 class _ThresholdsBase(_Strict):

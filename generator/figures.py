@@ -69,12 +69,21 @@ def attention_heatmap(attention: np.ndarray, tokens: list[str], *, size: int | N
     return fig
 
 
-def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = False) -> go.Figure:
+def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = False,
+              hover_extra: list[list[str]] | None = None, marks: list[list[str]] | None = None) -> go.Figure:
     """Layers x heads grid coloured by label.
 
     ``labels``: ``[layers, heads]`` label names; ``scores``: ``[layers, heads,
     7]`` (NaN = undefined). Hover shows all seven scores; the page's script
     opens the head page on click.
+
+    Args:
+        hover_extra: optional ``[layers][heads]`` plain-text lines added to each
+            cell's hover after the scores (escaped here; ``\n`` starts a new line),
+            e.g. the head's attention budget and its description.
+        marks: optional ``[layers][heads]`` short texts printed in italics after the
+            label's letters in a cell (escaped here; empty = none), e.g. the leading
+            budget category of a ``mixed`` head.
     """
     layers, heads = labels.shape
     index = {name: k for k, name in enumerate(LABELS)}
@@ -91,9 +100,14 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
             for p, name in enumerate(PATTERNS):
                 v = scores[layer, head, p]
                 lines.append(f"{name}: {'n/a' if np.isnan(v) else f'{v:.2f}'}")
+            if hover_extra is not None and hover_extra[layer][head]:
+                lines += [html.escape(x) for x in hover_extra[layer][head].split("\n")]
             row.append("<br>".join(lines))
         hover.append(row)
     text = [[LABEL_INFO[x].short for x in row] for row in labels]
+    if marks is not None:
+        text = [[t + (" <i>" + html.escape(marks[layer][head]) + "</i>" if marks[layer][head] else "")
+                 for head, t in enumerate(row)] for layer, row in enumerate(text)]
     return go.Figure(
         go.Heatmap(z=z, zmin=-0.5, zmax=k - 0.5, colorscale=colorscale, showscale=False, xgap=2, ygap=2,
                    text=text, texttemplate="%{text}", textfont=dict(size=10), customdata=hover,
@@ -103,6 +117,7 @@ def head_grid(labels: np.ndarray, scores: np.ndarray, *, pair_level: bool = Fals
             xaxis=dict(title="head", tickmode="array", tickvals=list(range(heads)), showgrid=False, zeroline=False),
             yaxis=dict(title="layer", tickmode="array", tickvals=list(range(layers)), autorange="reversed",
                        showgrid=False, zeroline=False),
+            hoverlabel=dict(align="left"),
         ),
     )
 
@@ -250,11 +265,15 @@ def budget_bars(shares: np.ndarray, rows: list[str], categories: list[tuple[str,
     traces = [go.Bar(y=rows, x=v[:, k], name=cat_title, orientation="h", marker_color=colour,
                      hovertemplate="%{y}: " + html.escape(cat_title) + " %{x:.1%}<extra></extra>")
               for k, (_, cat_title, colour) in enumerate(categories)]
+    # the legend sits under the axis title, in a bottom margin tall enough for four rows of entries
+    top, bottom = (30 if title else 10), 150
+    height = height or bottom + top + 30 * len(rows) + 20
+    plot = max(height - top - bottom, 20)
     return go.Figure(traces, layout=_layout(
-        barmode="stack", height=height or 110 + 30 * len(rows), margin=dict(l=110, r=10, t=30 if title else 10, b=40),
-        xaxis=dict(title="share of attention", range=[0, 1], tickformat=".0%"),
+        barmode="stack", height=height, margin=dict(l=110, r=10, t=top, b=bottom),
+        xaxis=dict(title=dict(text="share of attention", standoff=4), range=[0, 1], tickformat=".0%"),
         yaxis=dict(autorange="reversed", type="category"),
-        legend=dict(orientation="h", y=-0.25 if len(rows) < 4 else -0.08, traceorder="normal", font=dict(size=10)),
+        legend=dict(orientation="h", yanchor="top", y=-56 / plot, x=0, traceorder="normal", font=dict(size=10)),
         title=dict(text=html.escape(title), font=dict(size=12)) if title else None))
 
 
@@ -273,9 +292,84 @@ def rollout_heatmap(rollout: np.ndarray, tokens: list[str], size: int | None = N
     layers = rollout.shape[0]
     fig = attention_heatmap(rollout[-1], tokens, size=size, zmax=1.0)
     fig.update_traces(colorbar=dict(thickness=10, len=0.8, title=dict(text="share")))
-    steps = [dict(method="restyle", label=str(layer), args=[{"z": [np.round(np.asarray(rollout[layer], dtype=np.float64), 4).tolist()]}])
+    steps = [dict(method="restyle", label=str(layer), args=[{"z": [np.round(np.asarray(rollout[layer], dtype=np.float64), 3).tolist()]}])
              for layer in range(layers)]
     fig.update_layout(sliders=[dict(active=layers - 1, steps=steps, currentvalue=dict(prefix="up to layer "),
                                     pad=dict(t=60), len=0.9)],
                       height=fig.layout.height + 90)
     return fig
+
+
+def _signed_groups(values: np.ndarray, ci: np.ndarray) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Heads of :func:`signed_intervals` split by their interval: ``"positive"``
+    (low > 0), ``"negative"`` (high < 0), ``"overlaps"`` (low <= 0 <= high);
+    each list sorted by value, ascending. Heads with a NaN value are left out."""
+    layers, heads = values.shape
+    groups: dict[str, list[tuple[int, int]]] = {"positive": [], "negative": [], "overlaps": []}
+    for l in range(layers):
+        for h in range(heads):
+            if np.isnan(values[l, h]):
+                continue
+            low, high = ci[l, h]
+            kind = "positive" if low > 0 else "negative" if high < 0 else "overlaps"
+            groups[kind].append((l, h))
+    return [(k, sorted(v, key=lambda lh: (float(values[lh]), lh))) for k, v in groups.items() if v]
+
+
+def signed_intervals(values: np.ndarray, ci: np.ndarray, *, y_title: str, positive: tuple[str, str],
+                     negative: tuple[str, str], overlaps: tuple[str, str] = ("interval overlaps 0", "#9aa5b1"),
+                     level: float = 0.95) -> go.Figure:
+    """A signed quantity per head with its interval: one point per head,
+    sorted by value from left to right, with error bars from ``ci``, and a
+    line at 0 (a "caterpillar" plot).
+
+    Args:
+        values: ``[layers, heads]`` signed values (e.g. the mean change of the
+            per-pair loss when the head alone is masked; NaN: not evaluated).
+        ci: ``[layers, heads, 2]`` ``[low, high]`` interval of each value (e.g.
+            a percentile bootstrap, Efron & Tibshirani 1993, "An Introduction
+            to the Bootstrap", ch. 13).
+        y_title: the y axis title (the quantity and its units).
+        positive / negative / overlaps: ``(legend name, colour)`` of the heads
+            whose interval lies above 0, below 0, or contains 0.
+        level: the intervals' coverage, for the hover text.
+
+    Returns:
+        a figure with one trace per group present, in the order positive,
+        negative, overlaps (:func:`signed_interval_links` gives the click
+        targets in the same order).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    c = np.asarray(ci, dtype=np.float64)
+    order = sorted(((float(v[l, h]), (l, h)) for l in range(v.shape[0]) for h in range(v.shape[1])
+                    if not np.isnan(v[l, h])))
+    categories = [f"{l}-{h}" for _, (l, h) in order]
+    style = {"positive": positive, "negative": negative, "overlaps": overlaps}
+    pct_level = f"{100 * level:g}%"
+    traces = []
+    for kind, members in _signed_groups(v, c):
+        name, colour = style[kind]
+        y = np.array([v[lh] for lh in members], dtype=np.float32)
+        low = np.array([c[lh][0] for lh in members], dtype=np.float32)
+        high = np.array([c[lh][1] for lh in members], dtype=np.float32)
+        traces.append(go.Scatter(
+            x=[f"{l}-{h}" for l, h in members], y=y, mode="markers", name=html.escape(name),
+            marker=dict(size=7, color=colour, line=dict(width=0.5, color="#333")),
+            error_y=dict(type="data", symmetric=False, array=high - y, arrayminus=y - low, color=colour,
+                         thickness=1.2, width=0),
+            text=[f"layer {l}, head {h}: {v[l, h]:+.4g} [{c[l, h][0]:+.4g}, {c[l, h][1]:+.4g}]"
+                  for l, h in members],
+            hovertemplate="%{text}<extra>" + pct_level + " interval</extra>"))
+    return go.Figure(traces, layout=_layout(
+        height=380, margin=dict(l=70, r=10, t=10, b=60),
+        xaxis=dict(title="head (layer-head), sorted by value", type="category", categoryorder="array",
+                   categoryarray=categories, showticklabels=False, showgrid=False),
+        yaxis=dict(title=y_title, zeroline=True, zerolinecolor="#444", zerolinewidth=1),
+        legend=dict(orientation="h", y=-0.12)))
+
+
+def signed_interval_links(values: np.ndarray, ci: np.ndarray, link_of) -> list[list[str]]:
+    """Per trace of :func:`signed_intervals`, the page link of each point
+    (``link_of(layer, head)``)."""
+    return [[link_of(l, h) for l, h in members]
+            for _, members in _signed_groups(np.asarray(values, dtype=np.float64), np.asarray(ci, dtype=np.float64))]

@@ -276,7 +276,7 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
 
             pair_scores, sums, budget = run.timed("forward_score_s", score_corpus_ray, name, encoded, raw.compute.batch_size,
                                           workers=raw.compute.ray_workers, device=raw.compute.device,
-                                          progress=run.progress)
+                                          progress=run.progress, address=raw.compute.ray_address)
         else:
             pair_scores, sums, budget = run.timed("forward_score_s", score_corpus, lm, encoded, raw.compute.batch_size,
                                           progress=run.progress)

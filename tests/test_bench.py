@@ -44,7 +44,63 @@ def test_bench_corpora_are_deterministic_unique_prefixes():
     assert len({(p["a"], p["b"]) for p in big}) == len(big)
     assert bench.bench_corpus(30) == bench.bench_corpus(300)[:30]
     with pytest.raises(ValueError, match="at most"):
-        bench.bench_corpus(10**6)
+        bench.bench_corpus(10**7)
+
+
+def test_bench_corpus_past_the_two_sentence_pairs_joins_three_sentences():
+    """The GPU plan's 100,000 pairs: past every two-sentence recombination
+    come pairs whose first sentence joins two sentences; still unique, still
+    a prefix of any larger corpus, every text made of the shipped sentences."""
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "content" / "corpus.yml").read_text(encoding="utf-8"))
+    sentences = {text for item in shipped for text in (item["a"], item["b"])}
+    two = [p for p in bench.bench_corpus(20_000) if p["id"].startswith("mix-")]
+    big = bench.bench_corpus(20_000)
+    assert big == bench.bench_corpus(30_000)[:20_000]
+    three = [p for p in big if p["id"].startswith("mix3-")]
+    assert len(shipped) + len(two) + len(three) == 20_000 and three
+    assert big.index(three[0]) == len(shipped) + len(two)  # after every two-sentence pair
+    assert len({p["id"] for p in big}) == len({(p["a"], p["b"]) for p in big}) == 20_000
+    for p in three:
+        assert p["b"] in sentences and p["a"] not in sentences
+        assert any(p["a"].startswith(x + " ") and p["a"][len(x) + 1:] in sentences for x in sentences)
+
+
+# -------------------------------------------------------------------- plans
+
+def test_plans_name_known_models_possible_corpora_and_both_analysis_settings():
+    cpu, gpu = bench.PLANS["cpu"], bench.PLANS["gpu"]
+    assert (cpu.device, gpu.device) == ("cpu", "cuda")
+    assert cpu.out != gpu.out
+    for plan in (cpu, gpu):
+        assert len(set(plan.runs)) == len(plan.runs)
+        for run in plan.runs:
+            assert run.model == "default" or run.model in bench.RANDOM_MODELS
+        assert {run.analysis for run in plan.runs} == {False, True}  # analyses off and on
+        assert any(run.model == "bert-base-random" for run in plan.runs)
+    # the CPU plan: 10,000 pairs with analyses off, the analyses on a smaller corpus
+    assert bench.PlannedRun("default", 10_000, False) in cpu.runs
+    assert max(run.pairs for run in cpu.runs if run.analysis) < 10_000
+    assert max(run.pairs for run in gpu.runs) == 100_000
+
+
+def test_plan_runs_are_the_plan_or_the_combinations_asked_for():
+    cpu = bench.PLANS["cpu"]
+    assert bench.plan_runs(cpu) == list(cpu.runs)
+    assert bench.plan_runs(cpu, sizes=[30], models=["default"]) == [bench.PlannedRun("default", 30, False)]
+    both = bench.plan_runs(cpu, sizes=[30, 300], models=["bert-tiny-random"], analysis="both")
+    assert both == [bench.PlannedRun("bert-tiny-random", n, a) for n in (30, 300) for a in (False, True)]
+    # sizes alone: the plan's models, in the plan's order
+    assert [r.model for r in bench.plan_runs(cpu, sizes=[30])] == ["default", "bert-base-random"]
+
+
+def test_list_prints_the_plan_and_runs_nothing(capsys, tmp_path):
+    out = tmp_path / "never.json"
+    assert bench.main(["--list", "--plan", "gpu", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "device cuda" in text and "100000 pairs" in text
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -73,6 +129,11 @@ def test_quick_bench_writes_every_key(quick_bench):
         assert isinstance(r["model"], str) and isinstance(r["pairs"], int) and isinstance(r["pages"], int)
         for key in bench.RUN_KEYS[2:]:
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] >= 0, (key, r[key])
+        # the CPU side of the batches is timed apart from, and is part of, the forward+score pass
+        assert 0 < r["batch_cpu_s"] < r["paired_forward_score_s"]
+        assert r["batch_cpu_share"] == pytest.approx(r["batch_cpu_s"] / r["paired_forward_score_s"])
+        assert r["machine"]["device"] == r["device"] == "cpu" and r["machine"]["gpu"] is None
+        assert r["machine"]["cpus"] >= 1 and r["batch_size"] >= 1
         assert r["pages"] > 0 and r["site_mb"] > 0 and r["peak_rss_mb"] > 0 and r["bertviz_bytes_per_pair"] > 0
         # derived columns agree with what they are derived from
         assert r["atlas_s_per_pair"] == pytest.approx(r["total_s"] / r["pairs"])
@@ -101,6 +162,10 @@ def test_readme_section_renders_from_bench_json(quick_bench, tmp_path):
     assert "| " + " | ".join(header) + " |" in body
     for row in rows:  # every number comes from bench.json
         assert "| " + " | ".join(row) + " |" in body
+    machine = quick_bench["doc"]["runs"][0]["machine"]
+    assert f"On {machine['cpus']} CPU cores ({machine['cpu']}), device cpu" in body
+    for plan in bench.PLANS.values():  # the plans are listed, with their make targets
+        assert f"`make {bench.plan_target(plan)}` (device {plan.device}" in body
     assert bench.main(args) == 0  # idempotent
     assert readme.read_text(encoding="utf-8") == text
 
@@ -111,6 +176,32 @@ def test_readme_section_renders_from_bench_json(quick_bench, tmp_path):
     again = readme.read_text(encoding="utf-8")
     assert "old numbers" not in again and again.endswith("\n## After\n\nkept\n")
     assert again.count(bench.START) == 1 and body in again
+
+
+@pytest.mark.slow
+def test_readme_has_one_table_per_machine(quick_bench, tmp_path):
+    """Runs from a GPU machine (its results file) and the CPU runs: each
+    table sits under the sentence naming its machine, and holds its rows only."""
+    cpu_doc = quick_bench["doc"]
+    gpu_runs = [{**r, "device": "cuda:0", "machine": {**r["machine"], "device": "cuda:0", "gpu": "NVIDIA Example"}}
+                for r in cpu_doc["runs"][:1]]
+    gpu_file = tmp_path / "bench-gpu.json"
+    gpu_file.write_text(json.dumps({"machine": cpu_doc["machine"], "runs": gpu_runs}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n", encoding="utf-8")
+    assert bench.main(["--no-run", "--readme", "--readme-from", f"{quick_bench['out']},{gpu_file}",
+                       "--readme-path", str(readme), "--out", str(quick_bench["out"])]) == 0
+    body = readme.read_text(encoding="utf-8")
+    cpu_at = body.index(f"On {cpu_doc['runs'][0]['machine']['cpus']} CPU cores")
+    gpu_at = body.index("On one NVIDIA Example GPU and")
+    assert cpu_at < gpu_at
+    _, cpu_rows = bench.table_rows(cpu_doc["runs"])
+    _, gpu_rows = bench.table_rows(gpu_runs)
+    for row in cpu_rows:
+        assert cpu_at < body.index("| " + " | ".join(row) + " |") < gpu_at
+    for row in gpu_rows:  # the same numbers, under the GPU's sentence (the table after it)
+        assert body.rindex("| " + " | ".join(row) + " |") > gpu_at
+    assert len(bench.by_machine([cpu_doc, {"runs": gpu_runs}])) == 2
 
 
 # ---------------------------------------------------------------- site size

@@ -255,14 +255,14 @@ def test_pair_longer_than_the_models_512_positions(lm, tmp_path, caplog, capfd, 
     """max_length above the model's 512 positions is capped with a warning,
     and a pair of ~1,000 tokens is truncated to 512 with a warning naming it
     (compute only: the pages of a 512-token pair take a minute to render).
-    The analyses get the capped length and leave the truncated pair out of
+    The analyses (which encode up to the model's own limit, not max_length) leave the truncated pair out of
     their per-pair work (stubbed here: on a 512-token pair they take minutes)."""
     import generator.pipeline as pipeline
 
     seen = {}
 
-    def analyses(acfg, lm, task_lm, pairs, encoded, labels, attention, per_pair, max_length, batch_size):
-        seen.update(per_pair=list(per_pair), max_length=max_length)
+    def analyses(acfg, lm, task_lm, pairs, encoded, labels, per_pair, batch_size):
+        seen.update(per_pair=list(per_pair))
         return SimpleNamespace(to_cache=lambda: ({}, {}), timings={})
 
     monkeypatch.setattr(pipeline, "run_analyses", analyses)
@@ -279,16 +279,16 @@ def test_pair_longer_than_the_models_512_positions(lm, tmp_path, caplog, capfd, 
                for m in messages), messages
     assert data.truncated == [False, True] and data.layouts[1].n == 512
     assert "indexing errors" not in capfd.readouterr().err  # no misleading warning from the tokenizer
-    assert seen["max_length"] == 512
     assert 1 not in seen["per_pair"]
 
 
 def test_corpus_table_json_round_trips(hostile):
     text = (hostile["site"] / "pairs" / "index.html").read_text(encoding="utf-8")
-    blob = re.search(r'<script type="application/json" id="corpus-rows">(.*?)</script>', text, re.S).group(1)
-    assert "<" not in blob and ">" not in blob and "&" not in blob
-    rows = json.loads(blob)
-    assert [(r["id"], r["a"], r["b"]) for r in rows] == [(p.id, p.a, p.b) for p in hostile["pairs"]]
+    body = text.split('<div class="atlas-corpus', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert "<script" not in body and "<img" not in body  # every corpus string is escaped in the rows
+    rows = [[html.unescape(re.sub(r"<[^>]+>", "", td)).strip() for td in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+            for tr in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    assert [tuple(r[1:4]) for r in rows] == [(p.id, p.a, p.b) for p in hostile["pairs"]]
     json.loads((hostile["site"] / "data" / "heads.json").read_text(encoding="utf-8"))
     json.loads((hostile["site"] / "search" / "search_index.json").read_text(encoding="utf-8"))
 
@@ -334,7 +334,7 @@ def test_single_pair_builds(lm, tmp_path):
     cfg, pairs, data = build(tmp_path, [{"id": "only", "a": "I went to the store.", "b": "At the store."}], lm,
                              pair_pages="examples")
     site = cfg.site_dir
-    assert len(list(site.glob("heads/*/index.html"))) == 72
+    assert len(list(site.glob("heads/layer-*/index.html"))) == 72
     assert all(h.examples == [0] for h in data.heads)
     assert pair_page(site, 0, "only", 1).is_file()
     doc = json.loads((site / "data" / "heads.json").read_text(encoding="utf-8"))

@@ -101,7 +101,8 @@ def test_head_page_numbers(ctx):
             [float(data.pair_scores[i, layer, head, column]) for i in h.examples])
         assert (vm.prev is None) == (layer == head == 0)
         assert (vm.next is None) == (layer == data.layers - 1 and head == data.n_heads - 1)
-        assert vm.importance.rank == importance_order(ctx).index((layer, head)) + 1
+        assert vm.importance.rank == data.analysis.importance_order().index((layer, head)) + 1
+        assert vm.description == h.description and vm.budget is not None
 
 
 def test_pattern_and_layer_pages(ctx):
@@ -136,12 +137,12 @@ def test_corpus_importance_and_methodology(ctx):
     vm = corpus_page(ctx, "pairs/index.md")
     assert vm.pairs == len(data.pairs)
     imp = importance_page(ctx, "importance.md")
-    first = imp.ranked[0]
-    ablation = data.analysis.ablation
-    if data.analysis.metric_name == "mean_similarity":  # unsigned mean |change|: the largest first
-        assert first.ablation == pytest.approx(float(ablation.max()))
+    first = imp.ablation.ranked[0]
+    an = data.analysis
+    if an.metric_name == "mean_similarity":  # no better direction: the largest ablation effect first
+        assert float(first.ablation_effect.value) == pytest.approx(float(np.nanmax(an.ablation_effect)), abs=1e-4)
     else:  # a metric that should be high: the largest drop first
-        assert first.ablation == pytest.approx(float(ablation.min()))
+        assert float(first.metric_change.value) == pytest.approx(float(np.nanmin(an.metric_change)), abs=1e-4)
     meth = methodology_page(ctx, "methodology.md")
     assert [r.name for r in meth.formulas] == list(PATTERNS)
     assert sum(r.heads for r in meth.thresholds) + meth.mixed.heads == len(data.heads)
@@ -156,3 +157,23 @@ def test_every_page_kind_is_listed_once_in_the_navigation(ctx):
     for p in pages:
         if not p.doc.startswith("pairs/p"):
             assert p.doc in flat, p.doc
+
+
+def test_importance_view_model_counts_and_orders_from_the_results(ctx):
+    """The page's counts and order are the results' own: the ranked heads are
+    ``AnalysisResults.importance_order()``, and "N of 72 heads" counts the
+    intervals that exclude zero."""
+    from generator.pages.importance import excluding_zero
+
+    an = ctx.data.analysis
+    vm = importance_page(ctx, "importance.md", top_k=5)
+    assert [(r.layer, r.head) for r in vm.ablation.ranked] == an.importance_order()[:5]
+    ci = an.loss_change_ci
+    literal = sum(1 for l in range(ci.shape[0]) for h in range(ci.shape[1])
+                  if ci[l, h, 0] > 0 or ci[l, h, 1] < 0)
+    assert vm.ablation.loss_excluding_zero == excluding_zero(ci) == literal
+    assert vm.ablation.loss_helps + vm.ablation.loss_hurts == literal
+    assert int(np.sum(~an.loss_change_overlaps_zero)) == literal
+    assert vm.ablation.excluding_sentence.startswith(f"{literal} of {ctx.n_heads_total} heads")
+    assert len(vm.skipped) == len(an.skipped)
+    assert {r.reason for r in vm.inputs} == {v["reason"] for v in an.inputs.values()}

@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from generator.config import PATTERNS
 
 LAYERS, HEADS = 6, 12
@@ -118,22 +120,42 @@ def test_template_change_rerenders_from_cache(built_site, tmp_path):
 
 def test_importance_page_and_heads_json(built_site):
     """Head masking, gradient importance, group masking and the head map land
-    on the pages, and every head's importance in heads.json."""
+    on the pages, and every head's importance in heads.json, each field named
+    by its quantity."""
     site = built_site["site"]
     doc = json.loads((site / "data" / "heads.json").read_text(encoding="utf-8"))
+    fields = {"objective", "metric", "ablation_effect", "ablation_ci", "loss_change", "loss_change_ci",
+              "metric_change", "metric_change_ci", "gradient", "gradient_layer_normalized", "ci_level"}
     for h in doc["heads"]:
         imp = h["importance"]
-        assert imp["objective"] == "similarity"
-        assert isinstance(imp["ablation"], float) and 0.0 <= imp["gradient"] <= 1.0
+        assert set(imp) == fields
+        assert imp["objective"] == "similarity" and imp["metric"] == "mean_similarity" and imp["ci_level"] == 0.95
+        assert imp["ablation_effect"] >= 0.0 and imp["gradient"] >= 0.0
+        assert 0.0 <= imp["gradient_layer_normalized"] <= 1.0
+        for name in ("ablation", "loss_change", "metric_change"):
+            low, high = imp[f"{name}_ci"]
+            value = imp["ablation_effect" if name == "ablation" else name]
+            assert low <= high
+            assert low - 1e-6 <= value <= high + 1e-6 or name == "metric_change", (h["layer"], h["head"], name)
+    # Michel et al.'s layer normalisation: each layer's row has unit L2 norm
+    for layer in range(LAYERS):
+        row = [h["importance"]["gradient_layer_normalized"] for h in doc["heads"] if h["layer"] == layer]
+        assert sum(v * v for v in row) == pytest.approx(1.0, abs=1e-4)
     page = (site / "importance" / "index.html").read_text(encoding="utf-8")
-    assert "Masking one head at a time" in page and "Gradient importance" in page
-    # the hostile test pairs carry no label, so the metric is the mean similarity
-    assert "mean similarity (no labels" in page
-    assert "Masking groups of heads" in page and "all delimiter heads" in page
+    for heading in ("Masking one head at a time", "Ablation and gradient importance, like for like",
+                    "Does the head help or hurt? The signed loss change", "The corpus metric",
+                    "Gradient importance within a layer", "Masking groups of heads", "Head map"):
+        assert heading in page, heading
+    # the hostile test pairs carry no label, so the metric is the mean similarity and has no direction
+    assert "mean similarity (the pairs have no labels, so no better or worse)" in page
+    assert "The 10 heads whose masking moves the loss most" in page
+    assert "Without labels the per-pair loss is the similarity itself" in page
+    assert "all delimiter heads" in page
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "Head map" in home
     head = (site / "heads" / "layer-00-head-02" / "index.html").read_text(encoding="utf-8")
-    assert "masking this head alone changes the metric by" in head
+    assert "Masking this head alone (Michel et al. 2019" in head and "Signed change of the loss:" in head
+    assert re.search(r"ranks it\s+\d+\s+of\s+72", re.sub(r"<[^>]+>", " ", head))
 
 
 def test_pair_pages_show_attribution_and_perturbed_masking(built_site):
@@ -141,7 +163,7 @@ def test_pair_pages_show_attribution_and_perturbed_masking(built_site):
     completeness error) and the perturbed-masking matrix."""
     pages = sorted((built_site["site"] / "pairs").glob("p*/index.html"))
     with_ig = [p for p in pages if "Which tokens drive the similarity" in p.read_text(encoding="utf-8")]
-    with_pm = [p for p in pages if "Perturbed masking: which token affects which" in p.read_text(encoding="utf-8")]
+    with_pm = [p for p in pages if "Perturbed masking: which word affects which" in p.read_text(encoding="utf-8")]
     assert len(with_ig) == 2 and with_ig == with_pm
     text = with_ig[0].read_text(encoding="utf-8")
     error = float(re.search(r"relative error (\d\.\de[+-]\d+)", text).group(1))

@@ -72,14 +72,21 @@ def test_value_weighted_rows_are_renormalised():
 
 
 def test_attention_sinks_follow_the_thresholds():
+    """Sink = raw cls+sep >= SINK_RAW_MIN and value-weighted cls+sep <= SINK_KEEP_MAX x raw, both bounds inclusive."""
     C = len(CATEGORY_NAMES)
     cls, sep, own = (CATEGORY_NAMES.index(c) for c in ("cls", "sep", "own_sentence"))
-    raw = np.zeros((1, 3, C))
-    weighted = np.zeros((1, 3, C))
-    raw[0, :, cls], raw[0, :, sep] = 0.3, 0.2          # raw cls+sep = 0.5 >= SINK_RAW_MIN
-    weighted[0, 0, cls] = 0.5 * SINK_KEEP_MAX * 0.5    # keeps a quarter: a sink
-    weighted[0, 1, cls] = 0.9 * 0.5                     # keeps 90%: not a sink
-    raw[0, 2, cls], raw[0, 2, sep] = SINK_RAW_MIN / 4, 0.0  # too little raw weight: not a sink
+    raw = np.zeros((2, 3, C))
+    weighted = np.zeros((2, 3, C))
+    high = SINK_RAW_MIN + 0.2
+    raw[0, :, cls], raw[0, :, sep] = 0.6 * high, 0.4 * high      # raw cls+sep well above the minimum
+    weighted[0, 0, sep] = 0.5 * SINK_KEEP_MAX * high              # keeps half the allowed fraction: a sink
+    weighted[0, 1, cls] = (SINK_KEEP_MAX + 0.05) * high           # keeps a little too much: not a sink
+    weighted[0, 2, cls] = 0.9 * high                              # keeps 90%: not a sink
+    raw[1, 0, cls] = SINK_RAW_MIN                                 # exactly at both bounds: a sink
+    weighted[1, 0, cls] = SINK_KEEP_MAX * SINK_RAW_MIN
+    raw[1, 1, cls] = SINK_RAW_MIN - 0.01                          # just too little raw weight: not a sink
+    weighted[1, 1, cls] = 0.0
+    raw[1, 2, sep] = 1.0                                          # all on [SEP], none kept: a sink
     raw[..., own] = 1 - raw.sum(-1)
     weighted[..., own] = 1 - weighted.sum(-1)
-    assert attention_sinks(raw, weighted, CATEGORY_NAMES) == [(0, 0)]
+    assert attention_sinks(raw, weighted, CATEGORY_NAMES) == [(0, 0), (1, 0), (1, 2)]

@@ -49,7 +49,8 @@ _ARRAYS = ("ablation_effect", "ablation_effect_ci", "loss_change", "loss_change_
            "gradient_layer_normalized", "head_coords", "objective_values")
 _SCALARS = ("objective", "metric_name", "metric_directed", "higher_is_better", "baseline", "rank_correlation",
             "bootstrap_resamples", "bootstrap_level", "impact_layer", "impact_mask_token", "impact_note",
-            "head_map_pairs", "head_map_sample", "objective_pairs", "objective_sample", "inputs", "skipped",
+            "head_map_pairs", "head_map_sample", "objective_pairs", "objective_sample", "objective_max_length",
+            "inputs", "skipped",
             "timings")
 
 
@@ -102,6 +103,8 @@ class AnalysisResults:
             2019); ``head_map_pairs`` how many pairs it averages over;
             ``head_map_sample`` their corpus indices (a seeded random sample).
         objective_pairs: how many pairs the objective ran on.
+        objective_max_length: the most tokens the objective encodes per text
+            (the model's own position limit, not ``model.max_length``).
         objective_sample: their corpus indices (all pairs, or an evenly
             spaced sample of ``analysis.objective_pairs``).
         objective_values: ``[objective_pairs]`` the model's own per-pair value
@@ -145,6 +148,7 @@ class AnalysisResults:
     head_map_sample: list[int] = field(default_factory=list)
     objective_pairs: int = 0
     objective_sample: list[int] = field(default_factory=list)
+    objective_max_length: int | None = None
     objective_values: np.ndarray | None = None
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -264,12 +268,34 @@ def analysis_pairs(heads, pair_indices: list[int], limit: int) -> list[int]:
 
 
 def model_position_limit(lm: LoadedModel) -> int:
-    """The most tokens ``lm`` can take: ``config.max_position_embeddings``
-    through :func:`generator.model.effective_max_length` (which removes
-    RoBERTa's offset). The objectives truncate there."""
-    from generator.model import effective_max_length
+    """The most tokens the objectives encode per text: the model's learned
+    positions (``config.max_position_embeddings`` through
+    :func:`generator.model.effective_max_length`, which removes RoBERTa's
+    offset), and, for a sentence-transformers checkpoint, its own
+    ``max_seq_length`` (``sentence_bert_config.json``: 256 for
+    all-MiniLM-L6-v2), the length the model is used at.
 
-    return effective_max_length(lm, int(getattr(lm.model.config, "max_position_embeddings", 512)))
+    Args:
+        lm: the model.
+
+    Returns:
+        The limit in tokens, special tokens included.
+    """
+    import json
+    from pathlib import Path
+
+    from generator.model import effective_max_length, resolve_model_path
+
+    limit = effective_max_length(lm, int(getattr(lm.model.config, "max_position_embeddings", 512)))
+    st_config = Path(resolve_model_path(lm.name_or_path)).expanduser() / "sentence_bert_config.json"
+    if st_config.is_file():
+        try:
+            seq = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        except (OSError, ValueError):
+            seq = None
+        if isinstance(seq, int) and 0 < seq < limit:
+            limit = seq
+    return limit
 
 
 def head_map_sample(n: int, size: int, seed: int) -> list[int]:
@@ -327,7 +353,8 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
                                max_length=max_length, **options)
     sample_encoded = [encoded[i] for i in sample]
     res = AnalysisResults(objective=acfg.objective, metric_name="", objective_pairs=len(sample),
-                          objective_sample=list(sample), bootstrap_resamples=acfg.bootstrap_resamples)
+                          objective_sample=list(sample), objective_max_length=int(max_length),
+                          bootstrap_resamples=acfg.bootstrap_resamples)
     objective_input = acfg.input if acfg.objective == "similarity" else "joint"
     off = "switched off by a setting (analysis.{} = false)"
     base = None

@@ -17,7 +17,9 @@ import numpy as np
 from markupsafe import Markup
 
 from generator import figures
+from generator.budget import CATEGORIES, CATEGORY_NAMES
 from generator.config import Config, load_corpus_meta, slug
+from generator.describe import percent
 from generator.links import head_doc, pair_doc, rel
 from generator.patterns import classify_all
 from generator.pipeline import AtlasData
@@ -62,8 +64,12 @@ HOW_TO_READ = {
     "qkview": "How to read: pick a query token; the left panels show its query vector, every key vector and "
               "their element-wise product per dimension, the bars the dot product, its scaled value and the "
               "softmax, which is the head's attention.",
-    "impact": "How to read: row i, column j is how much masking token j changes token i's representation "
-              "(larger = darker); it is not normalised per row like attention.",
+    "impact": "How to read: row i, column j is how much masking the word of token j changes the representation "
+              "of the word of token i (every piece of a word shares its row and column; larger = darker); it is not "
+              "normalised per row like attention.",
+    "intervals": "How to read: one point per head, sorted from the most negative to the most positive; the bar "
+                 "through it is its bootstrap interval. Grey heads' intervals contain 0: the data cannot tell whether "
+                 "masking them changes anything. Hover for the numbers, click a point to open the head.",
     "budget": "How to read: each bar splits the attention of the query tokens into eleven categories (an exact "
               "partition: every key falls in the first category that matches, the shares sum to 100%).",
     "compareview": "How to read: one column per ticked head; its scores against the thresholds (black ticks), "
@@ -142,6 +148,8 @@ class HeadCard:
     label: str
     thumb: Markup | None
     summary: str
+    #: the head's one-sentence description (:func:`generator.describe.describe_head`).
+    description: str = ""
 
 
 # ---------------------------------------------------------------- site context
@@ -219,10 +227,12 @@ class SiteContext:
         if h.label != MIXED:
             summary = f"{h.label} {num(h.scores[h.label])} · consistency {pct(h.consistency)}"
         else:
-            summary = f"nearest: {h.example_pattern} {num(h.scores[h.example_pattern])}"
+            p = h.example_pattern
+            summary = (f"closest pattern {p} {num(h.scores[p])}, under its threshold {num(self.thresholds[p])} · "
+                       f"consistency {pct(h.consistency)}")
         title = f"Layer {layer}, head {head}" if show_layer else f"Head {head}"
         return HeadCard(href=rel(from_doc, head_doc(layer, head)), title=title, label=h.label, thumb=thumb,
-                        summary=summary)
+                        summary=summary, description=h.description)
 
     def objective_text(self) -> str:
         """One line naming the analyses' objective and its corpus metric."""
@@ -230,7 +240,51 @@ class SiteContext:
         what = {"similarity": "cosine similarity of the two sentences' mean-pooled embeddings",
                 "mlm": "masked-LM pseudo-log-likelihood", "classification": "sequence-classification accuracy"}
         metric = {"spearman": "Spearman correlation with the pairs' labels",
-                  "mean_similarity": "mean similarity (no labels: changes are mean absolute changes)",
+                  "mean_similarity": "mean similarity (the pairs have no labels, so no better or worse)",
                   "pll_per_token": "pseudo-log-likelihood per token", "accuracy": "accuracy"}
         return (f"{an.objective}: {what.get(an.objective, an.objective)}; "
                 f"metric {metric.get(an.metric_name, an.metric_name)}")
+
+
+# ---------------------------------------------------------------------- budget
+
+#: ``(name, title, colour)`` of the eleven attention-budget categories in first-match order
+#: (:data:`generator.budget.CATEGORIES`): the legend of every budget figure.
+BUDGET_LEGEND: list[tuple[str, str, str]] = [(c.name, c.title, c.colour) for c in CATEGORIES]
+
+#: A few letters per budget category: the secondary mark of a ``mixed`` cell in the layers x heads grid.
+BUDGET_MARK: dict[str, str] = {
+    "self": "self", "cls": "CLS", "sep": "SEP", "word_pieces": "word", "previous": "prev", "next": "next",
+    "copies": "copy", "copies_other_sentence": "copy⇄", "punctuation": "punct", "own_sentence": "own",
+    "other_sentence": "other",
+}
+
+
+def leading_category(shares: dict[str, float]) -> str:
+    """The budget category with the largest share (the first in :data:`generator.budget.CATEGORIES`
+    order on a tie).
+
+    Args:
+        shares: category name -> share, e.g. :attr:`generator.scoring.HeadSummary.budget`.
+    Returns:
+        the category's name.
+    Raises:
+        ValueError: when ``shares`` is empty (no budget was computed).
+    """
+    if not shares:
+        raise ValueError("leading_category: the head has no attention budget")
+    return max(CATEGORY_NAMES, key=lambda c: (shares.get(c, 0.0), -CATEGORY_NAMES.index(c)))
+
+
+def budget_text(shares: dict[str, float], top: int = 3) -> str:
+    """The ``top`` largest budget shares as one line, e.g. ``"[CLS] 48% · own sentence 31% · [SEP] 9%"``.
+
+    Args:
+        shares: category name -> share in [0, 1].
+        top: how many categories to name (largest first, :data:`generator.budget.CATEGORIES` order on ties).
+    Returns:
+        the line (category titles from :data:`generator.budget.CATEGORIES`).
+    """
+    titles = {c.name: c.title for c in CATEGORIES}
+    order = sorted(CATEGORY_NAMES, key=lambda c: (-shares.get(c, 0.0), CATEGORY_NAMES.index(c)))[:top]
+    return " · ".join(f"{titles[c]} {percent(shares.get(c, 0.0))}" for c in order)

@@ -12,8 +12,8 @@ from markupsafe import Markup
 from generator import views
 from generator.figures import escape_tokens
 from generator.links import HEADS_COMPARE, HEADS_INDEX, head_doc, rel
-from generator.pages.common import Figures, SiteContext
-from generator.pages.importance import importance_order
+from generator.budget import CATEGORIES
+from generator.pages.common import Figures, SiteContext, num, pct
 from generator.registry import LABEL_INFO, PATTERNS
 
 
@@ -25,7 +25,12 @@ class HeadRow:
     label: str
     consistency: float | None
     scores: list[float | None]
-    ablation: float | None
+    description: str
+    budget_lead: str
+    budget_lead_share: float | None
+    effect: float | None
+    effect_text: str
+    effect_overlaps_zero: bool
     rank: int | None
 
 
@@ -33,6 +38,8 @@ class HeadRow:
 class HeadsTablePage:
     patterns: tuple[str, ...]
     has_importance: bool
+    has_budget: bool
+    effect_title: str
     rows: list[HeadRow]
     compare_href: str
 
@@ -44,15 +51,30 @@ class HeadsComparePage:
 
 
 def heads_table_page(ctx: SiteContext, doc: str) -> HeadsTablePage:
-    """Every head in one table: label, consistency, the seven scores and, when computed, importance."""
+    """Every head in one table: label and description, consistency, the seven scores, the
+    attention-budget category it spends most on and, when head masking ran, its importance rank
+    and the signed mean change of the per-pair loss when it alone is masked, with its bootstrap
+    interval (Michel et al. 2019, "Are Sixteen Heads Really Better than One?")."""
     data, an = ctx.data, ctx.data.analysis
-    has_importance = an is not None and an.ablation is not None
-    rank = {lh: k + 1 for k, lh in enumerate(importance_order(ctx))} if has_importance else {}
-    rows = [HeadRow(h.layer, h.head, rel(doc, head_doc(h.layer, h.head)), h.label, h.consistency,
-                    [h.scores[p] for p in PATTERNS],
-                    float(an.ablation[h.layer, h.head]) if has_importance else None, rank.get((h.layer, h.head)))
-            for h in data.heads]
-    return HeadsTablePage(PATTERNS, has_importance, rows, rel(doc, HEADS_COMPARE))
+    has_importance = an is not None and an.loss_change is not None
+    rank = {lh: k + 1 for k, lh in enumerate(an.importance_order())} if has_importance else {}
+    titles = {c.name: c.title for c in CATEGORIES}
+    rows = []
+    for h in data.heads:
+        lead = max(h.budget, key=h.budget.get) if h.budget else None
+        effect, text, overlaps = None, "", False
+        if has_importance:
+            effect = float(an.loss_change[h.layer, h.head])
+            low, high = (float(x) for x in an.loss_change_ci[h.layer, h.head])
+            overlaps = bool(an.loss_change_overlaps_zero[h.layer, h.head])
+            text = f"{num(effect, 4)} [{num(low, 4)}, {num(high, 4)}]"
+        rows.append(HeadRow(h.layer, h.head, rel(doc, head_doc(h.layer, h.head)), h.label, h.consistency,
+                            [h.scores[p] for p in PATTERNS], h.description,
+                            f"{titles[lead]} {pct(h.budget[lead])}" if lead else "",
+                            h.budget[lead] if lead else None, effect, text, overlaps, rank.get((h.layer, h.head))))
+    level = pct(an.bootstrap_level) if has_importance else ""
+    return HeadsTablePage(PATTERNS, has_importance, bool(data.heads and data.heads[0].budget),
+                          f"loss change masked [{level} CI]", rows, rel(doc, HEADS_COMPARE))
 
 
 def comparison_pairs(ctx: SiteContext, k: int = 5) -> list[int]:

@@ -13,6 +13,7 @@ import numpy as np
 from generator import figures, value_norms
 from generator.budget import CATEGORIES
 from generator.pages.common import Figures, SiteContext, pct
+from generator.pages.importance import InputRow, input_rows
 from generator.registry import LABEL_INFO, MIXED, REGISTRY
 
 
@@ -45,15 +46,6 @@ class BudgetRow:
 
 
 @dataclass(frozen=True)
-class AnalysisInput:
-    """Which input an analysis used and why."""
-
-    analysis: str
-    input: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class MethodologyPage:
     formulas: list[FormulaRow]
     thresholds: list[ThresholdRow]
@@ -75,7 +67,7 @@ class MethodologyPage:
     sink_raw_min: str
     sink_keep_max: str
     sinks: int
-    analysis_inputs: list[AnalysisInput]
+    analysis_inputs: list[InputRow]
     objective_pairs: int | None
 
 
@@ -100,9 +92,7 @@ def methodology_page(ctx: SiteContext, doc: str) -> MethodologyPage:
     budget = [BudgetRow(k + 1, c.name, c.title, c.description, c.colour,
                         0 if lead is None else int((lead == k).sum())) for k, c in enumerate(CATEGORIES)]
     an = data.analysis
-    inputs = [] if an is None else [
-        AnalysisInput(name.replace("_", " "), "each sentence alone" if v["input"] == "separate" else "the joint pair",
-                      v["reason"]) for name, v in an.inputs.items()]
+    inputs = [] if an is None else input_rows(an)
     return MethodologyPage(
         formulas=[FormulaRow(p.name, p.formula, p.source) for p in REGISTRY],
         thresholds=[ThresholdRow(p.name, ctx.thresholds[p.name], ctx.label_counts.get(p.name, 0), p.threshold_reason)
