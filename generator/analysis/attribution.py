@@ -3,7 +3,7 @@
 The function attributed (``f``)
     The input is the pair's token ids ``x = [CLS] a [SEP] b [SEP]`` (``n``
     tokens, as on the pair pages). ``f`` looks its tokens up in
-    ``word_embeddings`` *once*, giving ``E`` ``[n, D]``, then splits ``E``
+    the input embeddings (``get_input_embeddings()``) *once*, giving ``E`` ``[n, D]``, then splits ``E``
     into the two sentences as the similarity objective sees them --
     ``[CLS] a [SEP]`` (positions ``0 .. len_a + 1``) and ``[CLS] b [SEP]``
     (position 0, then the ``b`` tokens and the final ``[SEP]``; the ``[CLS]``
@@ -81,7 +81,7 @@ def similarity_function(lm: LoadedModel, idx_a: list[int], idx_b: list[int]):
     doc). ``word_embeddings`` is called exactly once per call, which is what
     :class:`LayerIntegratedGradients` hooks."""
     base = base_model(lm.model)
-    words = base.embeddings.word_embeddings
+    words = base.get_input_embeddings()
     ia = torch.tensor(idx_a, device=lm.device)
     ib = torch.tensor(idx_b, device=lm.device)
 
@@ -122,7 +122,7 @@ def integrated_gradients(lm: LoadedModel, pair: Pair, *, n_steps: int = 50, max_
     x = torch.tensor([ids], device=lm.device)
     baseline = torch.tensor([[t if sp else pad for t, sp in zip(ids, special)]], device=lm.device)
     base = base_model(lm.model)
-    lig = LayerIntegratedGradients(f, base.embeddings.word_embeddings)
+    lig = LayerIntegratedGradients(f, base.get_input_embeddings())
     with torch.enable_grad():
         attr = lig.attribute(x, baselines=baseline, n_steps=n_steps, method="gausslegendre",
                              internal_batch_size=internal_batch_size)

@@ -290,7 +290,14 @@ def head_page(ctx: SiteContext, doc: str, layer: int, head: int) -> HeadPage:
     if best in data.showcase.qk:
         q, k = (x[layer, head] for x in data.showcase.qk[best])
         cells = qk.pattern_pairs(layout, h.example_pattern)
-        qk_view = fig.view("qkview", views.qk_view_data(q, k, attention, layout, best_query(attention, cells)))
+        scaling = None if data.showcase.scaling is None else float(data.showcase.scaling[layer])
+        extra = {name: terms[layer, head] for name, terms in data.showcase.extra.get(best, {}).items()}
+        sizes = None
+        if extra:  # name every logit term the architecture adds, with its size (what moves the softmax)
+            sizes = qk.logit_term_sizes(q, k, scaling if scaling is not None else 1.0 / np.sqrt(q.shape[1]), extra,
+                                        rows=~layout.special)
+        qk_view = fig.view("qkview", views.qk_view_data(q, k, attention, layout, best_query(attention, cells),
+                                                        scaling=scaling, extra=extra or None, term_sizes=sizes))
         nr = qk.pattern_neurons(q, k, layout, h.example_pattern)
         if nr["dims"]:
             neurons = Neurons(nr["pattern_dot"], nr["other_dot"], nr["top_share"], nr["dims_for_80"],

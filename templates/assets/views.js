@@ -342,6 +342,10 @@
   function qkView(root) {
     var d = data(root), n = d.n, dim = d.d, q = floats(d.q), k = floats(d.k), att = floats(d.att);
     var tokens = d.tokens.map(plain);
+    // the logits are q.k * scale (1/sqrt(d), or the architecture's own) plus any terms it adds
+    var scale = d.scale || 1 / Math.sqrt(dim), extra = d.extra ? floats(d.extra) : null;
+    var scaleText = Math.abs(scale * Math.sqrt(dim) - 1) < 1e-9 ? "/\u221a" + dim : " \u00d7 " + scale.toPrecision(4);
+    var logitText = "q\u00b7k" + scaleText + (extra ? " + terms" : "");
     var controls = el("div", { "class": "atlas-hv-controls" });
     controls.appendChild(el("span", { "class": "atlas-muted" }, "query token: "));
     var sel = el("select", { "class": "qk-query", "aria-label": "query token" });
@@ -352,6 +356,11 @@
     var check = el("span", { "class": "qk-check atlas-muted" });
     controls.appendChild(check);
     root.appendChild(controls);
+    if (d.terms && d.terms.length) {
+      root.appendChild(el("p", { "class": "atlas-muted qk-terms" }, "This architecture adds logit terms to q\u00b7k" + scaleText +
+        " that are not a product of q and k; the middle bars include them (size: row-centred root mean square, in logit units): " +
+        d.terms.map(function (t) { return t[0] + " " + (+t[1]).toFixed(3); }).join(", ") + "."));
+    }
     var vecDiv = el("div", { "class": "qk-vectors" }), dotDiv = el("div", { "class": "qk-dots" });
     root.appendChild(vecDiv); root.appendChild(dotDiv);
     var idx = [], dims = [];
@@ -367,14 +376,15 @@
           var kv = k[j * dim + t], pv = qv[t] * kv;
           krow.push(kv); prow.push(pv); sum += pv;
         }
-        kz.push(krow); prod.push(prow); dot.push(sum); scaled.push(sum / Math.sqrt(dim));
-        maxv = Math.max(maxv, sum / Math.sqrt(dim));
+        var logit = sum * scale + (extra ? extra[s * n + j] : 0);
+        kz.push(krow); prod.push(prow); dot.push(sum); scaled.push(logit);
+        maxv = Math.max(maxv, logit);
       }
       var total = 0;
       for (j = 0; j < n; j++) { soft.push(Math.exp(scaled[j] - maxv)); total += soft[j]; }
       var err = 0;
       for (j = 0; j < n; j++) { soft[j] /= total; err = Math.max(err, Math.abs(soft[j] - att[s * n + j])); }
-      check.textContent = " softmax(q\u00b7k/\u221a" + dim + ") vs the model's attention: max difference " + err.toExponential(1);
+      check.textContent = " softmax(" + logitText + ") vs the model's attention: max difference " + err.toExponential(1);
       root.setAttribute("data-max-error", err);
       function absmax(rows) { var m = 1e-9; rows.forEach(function (r) { r.forEach(function (v) { m = Math.max(m, Math.abs(v)); }); }); return m; }
       var mq = absmax([qv].concat(kz)), mp = absmax(prod);
@@ -399,11 +409,11 @@
                  marker: { color: x.map(function (v) { return v >= 0 ? color : "#d95f02"; }) },
                  hovertemplate: name + ": %{x:" + f + "}<extra></extra>" };
       };
-      Plotly.react(dotDiv, [bars(dot, "x", "#1f5fa8", "q\u00b7k", ".2f"), bars(scaled, "x2", "#1f5fa8", "q\u00b7k/\u221ad", ".2f"),
+      Plotly.react(dotDiv, [bars(dot, "x", "#1f5fa8", "q\u00b7k", ".2f"), bars(scaled.map(function (v) { return Math.max(v, -1e4); }), "x2", "#1f5fa8", logitText, ".2f"),
                             bars(soft, "x3", "#3b7dd8", "softmax", ".3f")], {
         height: 40 + 16 * n + 60, margin: { l: 90, r: 10, t: 40, b: 40 }, showlegend: false,
         xaxis: { domain: [0, 0.3], title: { text: "q\u00b7k" } },
-        xaxis2: { domain: [0.35, 0.65], title: { text: "q\u00b7k / \u221a" + dim } },
+        xaxis2: { domain: [0.35, 0.65], title: { text: logitText } },
         xaxis3: { domain: [0.7, 1], title: { text: "softmax = attention" }, range: [0, 1] },
         yaxis: yaxis, font: font(), paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)"
       }, { displaylogo: false, modeBarButtonsToRemove: ["sendDataToCloud", "sendChartToCloud"] });
