@@ -228,8 +228,11 @@ def test_real_sigint_during_the_build(built_site, tmp_path):
         config = copy_project(built_site, folder, with_cache=True)
         before = previous_site(folder)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # a user's Ctrl-C reaches a build started from a terminal; a build started in the background by a
+        # non-interactive shell (as a CI script may start the tests) inherits SIGINT ignored: undo that
         proc = subprocess.Popen([PYTHON, "-m", "generator", "build", "--config", str(config), "--quiet"],
-                                cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while not list((folder / "build").glob("render-*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
