@@ -213,9 +213,10 @@ def build_site(cfg: Config, data: AtlasData, timings: dict[str, float] | None = 
     timings = timings if timings is not None else {}
     cfg.build_dir.mkdir(parents=True, exist_ok=True)
     cfg.site_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="render-", dir=cfg.build_dir))
-    new_site = Path(tempfile.mkdtemp(prefix=f".{cfg.site_dir.name}-new-", dir=cfg.site_dir.parent))
-    try:
+    work = new_site = None
+    try:  # the temporary folders are made inside the try: a Ctrl-C between the two leaves neither behind
+        work = Path(tempfile.mkdtemp(prefix="render-", dir=cfg.build_dir))
+        new_site = Path(tempfile.mkdtemp(prefix=f".{cfg.site_dir.name}-new-", dir=cfg.site_dir.parent))
         # mkdtemp makes a 0700 folder; the published site gets mkdir's usual mode
         umask = os.umask(0)
         os.umask(umask)
@@ -238,8 +239,9 @@ def build_site(cfg: Config, data: AtlasData, timings: dict[str, float] | None = 
                         urlsplit(cfg.raw.site.site_url or "/").path or "/")
         swap_into_place(new_site, cfg.site_dir)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if new_site.exists():
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        if new_site is not None and new_site.exists():
             shutil.rmtree(new_site, ignore_errors=True)
     return cfg.site_dir
 
