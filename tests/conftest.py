@@ -74,6 +74,24 @@ def built_site(tmp_path_factory) -> dict:
     return {"config": config, "site": project / "site", "build": project / "build", "project": project}
 
 
+@pytest.fixture(scope="session")
+def ctx(built_site, tmp_path_factory):
+    """The session site's data as the pages see it (:class:`generator.pages.common.SiteContext`),
+    read back from a copy of its cache: no model run."""
+    from generator.config import load_config, load_corpus
+    from generator.pages.common import SiteContext
+    from generator.pipeline import compute
+
+    project = tmp_path_factory.mktemp("pages")
+    shutil.copy2(built_site["config"], project / "site_config.yml")
+    shutil.copytree(built_site["project"] / "content", project / "content", copy_function=shutil.copy2)
+    shutil.copytree(built_site["build"] / "cache", project / "build" / "cache")
+    cfg = load_config(project / "site_config.yml")
+    data = compute(cfg, load_corpus(cfg.corpus_path), progress=False)
+    assert "forward_score_s" not in data.timings
+    return SiteContext(cfg, data)
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass

@@ -50,17 +50,6 @@ def heads_json(site) -> dict[tuple[int, int], dict]:
 
 
 @pytest.fixture(scope="module")
-def ctx(built_site, tmp_path_factory) -> SiteContext:
-    """The session site's data, read back from a copy of its cache (no model run)."""
-    project = tmp_path_factory.mktemp("analysis-pages")
-    shutil.copy2(built_site["config"], project / "site_config.yml")
-    shutil.copytree(built_site["project"] / "content", project / "content")
-    shutil.copytree(built_site["build"] / "cache", project / "build" / "cache")
-    cfg = load_config(project / "site_config.yml")
-    return SiteContext(cfg, compute(cfg, load_corpus(cfg.corpus_path), progress=False))
-
-
-@pytest.fixture(scope="module")
 def labelled_site(tmp_path_factory) -> dict:
     """A small build of labelled pairs (so the metric is Spearman's rho) with
     perturbed masking left on ``auto``: the default model has no masked-LM

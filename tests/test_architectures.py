@@ -32,6 +32,7 @@ import pytest
 import torch
 import yaml
 
+from test_independent_check import literal_scores  # the one literal reference of the seven scores
 from conftest import ROOT, small_corpus_items, write_project
 from generator.budget import CATEGORY_NAMES
 from generator.config import DEFAULT_MODEL, PATTERNS, Pair
@@ -507,37 +508,6 @@ def caps_context(caps: dict, layer: int, B: int, T: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ full site
-
-def literal_scores(A: np.ndarray, L: dict) -> dict[str, float]:
-    """The seven scores of one head on one pair, by literal loops over the
-    definitions (Clark et al. 2019, "What Does BERT Look At?", section 3; Vig
-    2019)."""
-    n = len(L["ids"])
-    Q = [i for i in range(n) if not L["special"][i]]
-    tok, seg, word = L["tok"], L["seg"], L["word"]
-
-    def mean(v):
-        return sum(v) / len(v) if v else math.nan
-
-    out = {
-        "next": mean([A[i, i + 1] for i in Q if i + 1 < n]),
-        "previous": mean([A[i, i - 1] for i in Q]),
-        "delimiter": mean([sum(A[i, j] for j in range(n) if L["special"][j]) for i in Q]),
-        "same_token": mean([sum(A[i, j] for j in Q if tok[j] == tok[i]) for i in Q]),
-        "broad": mean([-sum(a * math.log(a) for a in A[i] if a > 0) / math.log(n) for i in Q]),
-    }
-    other, pieces = [], []
-    for i in Q:
-        js = [j for j in Q if tok[j] == tok[i] and seg[j] != seg[i]]
-        if js:
-            other.append(sum(A[i, j] for j in js))
-        js = [j for j in Q if j != i and seg[j] == seg[i] and word[j] == word[i]]
-        if js:
-            pieces.append(sum(A[i, j] for j in js))
-    out["other_sentence"] = mean(other)
-    out["same_word"] = mean(pieces)
-    return out
-
 
 def literal_budget(A: np.ndarray, L: dict) -> dict[str, float]:
     """The attention budget of one head on one pair: each (query, key) cell

@@ -33,17 +33,6 @@ from generator.registry import MIXED
 SPEC = re.compile(r'<script type="application/json" id="([^"]+)-spec">(.*?)</script>', re.S)
 
 
-@pytest.fixture(scope="module")
-def ctx(built_site, tmp_path_factory) -> SiteContext:
-    """The session site's data, read back from a copy of its cache (no model run)."""
-    project = tmp_path_factory.mktemp("budget-pages")
-    shutil.copy2(built_site["config"], project / "site_config.yml")
-    shutil.copytree(built_site["project"] / "content", project / "content", copy_function=shutil.copy2)
-    shutil.copytree(built_site["build"] / "cache", project / "build" / "cache")
-    cfg = load_config(project / "site_config.yml")
-    return SiteContext(cfg, compute(cfg, load_corpus(cfg.corpus_path), progress=False))
-
-
 def _array(value) -> np.ndarray:
     """A Plotly JSON array: a list, or a typed array ``{"dtype", "bdata"}``."""
     if isinstance(value, dict):

@@ -29,19 +29,6 @@ from generator.pipeline import compute
 from generator.registry import LABEL_INFO, LABELS, MIXED, PATTERNS, REGISTRY
 
 
-@pytest.fixture(scope="module")
-def ctx(built_site, tmp_path_factory) -> SiteContext:
-    """The session site's data, read back from a copy of its cache (no model run)."""
-    project = tmp_path_factory.mktemp("pages")
-    shutil.copy2(built_site["config"], project / "site_config.yml")
-    shutil.copytree(built_site["project"] / "content", project / "content", copy_function=shutil.copy2)
-    shutil.copytree(built_site["build"] / "cache", project / "build" / "cache")
-    cfg = load_config(project / "site_config.yml")
-    data = compute(cfg, load_corpus(cfg.corpus_path), progress=False)
-    assert "forward_score_s" not in data.timings
-    return SiteContext(cfg, data)
-
-
 def test_registry_is_the_one_source_of_pattern_facts():
     assert PATTERNS == tuple(p.name for p in REGISTRY) and LABELS == (*PATTERNS, MIXED)
     defaults = Thresholds()
