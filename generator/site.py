@@ -14,10 +14,14 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -89,8 +93,11 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         list(pool.map(write, pages))
+    finally:  # on an error or Ctrl-C, pages not yet started are dropped and the running ones finish before cleanup
+        pool.shutdown(wait=True, cancel_futures=True)
 
     assets = docs / "assets"
     assets.mkdir(exist_ok=True)
@@ -213,14 +220,15 @@ def build_site(cfg: Config, data: AtlasData, timings: dict[str, float] | None = 
     timings = timings if timings is not None else {}
     cfg.build_dir.mkdir(parents=True, exist_ok=True)
     cfg.site_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = new_site = None
-    try:  # the temporary folders are made inside the try: a Ctrl-C between the two leaves neither behind
-        work = Path(tempfile.mkdtemp(prefix="render-", dir=cfg.build_dir))
-        new_site = Path(tempfile.mkdtemp(prefix=f".{cfg.site_dir.name}-new-", dir=cfg.site_dir.parent))
-        # mkdtemp makes a 0700 folder; the published site gets mkdir's usual mode
-        umask = os.umask(0)
-        os.umask(umask)
-        new_site.chmod(0o777 & ~umask)
+    # the names are chosen before the folders are made, so the finally below knows them even when a Ctrl-C
+    # lands inside the mkdir (tempfile.mkdtemp would be interrupted after creating its folder, before returning it)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    work = cfg.build_dir / f"render-{tag}"
+    new_site = cfg.site_dir.parent / f".{cfg.site_dir.name}-new-{tag}"
+    published = False
+    try:
+        work.mkdir(mode=0o700)
+        new_site.mkdir()  # mkdir's usual mode (umask applied), as the published site should have
         t = time.perf_counter()
         config_file = render_docs(cfg, data, work / "docs", new_site)
         timings["render_s"] = time.perf_counter() - t
@@ -238,12 +246,35 @@ def build_site(cfg: Config, data: AtlasData, timings: dict[str, float] | None = 
         relocatable_404(new_site / "404.html", [p.name for p in new_site.iterdir()],
                         urlsplit(cfg.raw.site.site_url or "/").path or "/")
         swap_into_place(new_site, cfg.site_dir)
+        published = True
     finally:
-        if work is not None:
+        with interrupts_held() as held:  # a Ctrl-C here would cut the cleanup short and leave a folder behind
             shutil.rmtree(work, ignore_errors=True)
-        if new_site is not None and new_site.exists():
-            shutil.rmtree(new_site, ignore_errors=True)
+            if new_site.exists():
+                shutil.rmtree(new_site, ignore_errors=True)
+        if held and published:  # otherwise an error or an earlier Ctrl-C is already on its way out
+            log.warning("Ctrl-C came after the new site was published; it stays published")
     return cfg.site_dir
+
+
+@contextmanager
+def interrupts_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C (SIGINT) while the block runs.
+
+    Returns:
+        A context manager yielding a list that holds the signal number once a
+        SIGINT came during the block (empty otherwise). Outside the main thread,
+        where Python cannot set signal handlers, it holds nothing back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _source_date(cfg: Config) -> int:
