@@ -353,7 +353,7 @@ def _child_measure(args: dict) -> dict:
     from generator.budget import category_weights
     from generator.config import load_config, load_corpus
     from generator.model import collate, encode_pairs, length_sorted_batches, load_model
-    from generator.patterns import BatchMasks
+    from generator.patterns import BatchMasks, PaddedLayouts
     from generator.scoring import output_grams, score_batch_all
 
     logging.basicConfig(level=logging.ERROR)
@@ -373,15 +373,16 @@ def _child_measure(args: dict) -> dict:
     grams = output_grams(lm)
     bare = paired = paired_scores_only = batch_cpu = 0.0
     for batch in batches:
-        # The CPU side of a batch, as score_batch_all does it before and
-        # around its forward pass: the padded inputs, the pattern masks and
-        # the budget's category map, built on the CPU and copied to the device.
+        # What score_batch_all does for a batch besides the forward pass and
+        # the scores: the padded inputs and the per-token layout vectors
+        # (filled on the CPU, copied to the device), then the pattern masks
+        # and the budget's category map (broadcast on the device).
         t = time.perf_counter()
         width = max(len(e.input_ids) for e in batch)
-        layouts = [e.layout for e in batch]
         collate(lm, batch)
-        BatchMasks.from_layouts(layouts, width, lm.device)
-        category_weights(layouts, width, lm.device)
+        padded = PaddedLayouts.from_layouts([e.layout for e in batch], width, lm.device)
+        BatchMasks.from_layouts(padded)
+        category_weights(padded)
         sync()
         batch_cpu += time.perf_counter() - t
         t = time.perf_counter()

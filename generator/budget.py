@@ -72,11 +72,6 @@ CATEGORY_NAMES: tuple[str, ...] = tuple(c.name for c in CATEGORIES)
 C = len(CATEGORIES)
 
 
-def _is_punctuation_token(identity: str) -> bool:
-    """Every character of tok(j) is punctuation (and there is one)."""
-    return bool(identity) and all(is_punctuation(ch) for ch in identity)
-
-
 def category_map(layout) -> np.ndarray:
     """The category of every (query, key) cell of one pair.
 
@@ -93,7 +88,7 @@ def category_map(layout) -> np.ndarray:
     seg = np.asarray(layout.segment)
     word = np.asarray(layout.word)
     tok = layout.token_ids()
-    punct = np.array([_is_punctuation_token(t) and not s for t, s in zip(layout.identities(), special)])
+    punct = layout.punctuation
     i = np.arange(n)[:, None]
     j = np.arange(n)[None, :]
     key_q = ~special[None, :]
@@ -178,11 +173,14 @@ class BudgetMaps:
     weights: torch.Tensor
 
     @classmethod
-    def from_layouts(cls, layouts: list, width: int, device: torch.device | str = "cpu") -> BudgetMaps:
-        """Stack the :func:`category_map` of ``layouts``, padded to ``width``.
+    def from_layouts(cls, layouts, width: int | None = None, device: torch.device | str = "cpu") -> BudgetMaps:
+        """The :func:`category_map` of every pair of a padded batch, built by
+        broadcasting on ``device`` (the same rule, first match wins).
 
         Args:
-            layouts: the batch's :class:`generator.patterns.PairLayout` s.
+            layouts: the batch's :class:`generator.patterns.PairLayout` s, or
+                their :class:`generator.patterns.PaddedLayouts` (then
+                ``width`` and ``device`` are theirs).
             width: ``T``, the padded length (at least every layout's ``n``).
             device: where the weights live (the model's device).
 
@@ -190,21 +188,43 @@ class BudgetMaps:
             The batch's maps; ``weights`` take ``B * T * T * 11 * 4`` bytes
             (5.8 MB for 32 pairs of 64 tokens).
         """
-        B = len(layouts)
-        index = np.full((B, width, width), -1, dtype=np.int8)
-        scale = np.zeros(B, dtype=np.float32)
-        for b, layout in enumerate(layouts):
-            n = layout.n
-            index[b, :n, :n] = category_map(layout)
-            scale[b] = 1.0 / max(int((~np.asarray(layout.special, dtype=bool)).sum()), 1)
-        idx = torch.from_numpy(index.astype(np.int64)).to(device).view(B, width * width)
-        w = torch.zeros(B, width * width, C + 1, device=device)
-        w.scatter_(2, (idx % (C + 1)).unsqueeze(-1), 1.0)  # -1 -> column C, dropped below
-        w = w[..., :C] * torch.from_numpy(scale).to(device).view(B, 1, 1)
-        return cls(weights=w.contiguous())
+        from generator.patterns import PaddedLayouts
+
+        p = layouts if isinstance(layouts, PaddedLayouts) else PaddedLayouts.from_layouts(layouts, width, device)
+        B, T = p.token.shape
+        dev = p.token.device
+        pos = torch.arange(T, device=dev)
+        i, j = pos.view(1, T, 1), pos.view(1, 1, T)
+        key_q = ~p.special[:, None, :]
+        seg_eq = p.segment[:, :, None] == p.segment[:, None, :]
+        same_seg = seg_eq & key_q
+        other_seg = ~seg_eq & key_q
+        same_tok = (p.token[:, :, None] == p.token[:, None, :]) & key_q
+        special_key = p.special[:, None, :]
+        conditions = [  # in CATEGORIES order, the first that holds wins
+            i == j,
+            special_key & (j == 0),
+            special_key & (j != 0),
+            same_seg & (p.word[:, :, None] == p.word[:, None, :]) & (p.word >= 0)[:, :, None],
+            j == i - 1,
+            j == i + 1,
+            same_tok & same_seg,
+            same_tok & other_seg,
+            p.punctuation[:, None, :],
+            same_seg,
+        ]
+        index = torch.full((B, T, T), C - 1, dtype=torch.long, device=dev)
+        for k in range(len(conditions) - 1, -1, -1):
+            index = torch.where(conditions[k], k, index)
+        cell = p.query[:, :, None] & p.valid[:, None, :]  # query rows of the budget, real keys
+        index = torch.where(cell, index, C).view(B, T * T)  # column C is dropped below
+        scale = 1.0 / p.query.sum(-1).clamp(min=1).to(torch.float32)
+        w = torch.zeros(B, T * T, C + 1, device=dev)
+        w.scatter_(2, index.unsqueeze(-1), 1.0)
+        return cls(weights=(w[..., :C] * scale.view(B, 1, 1)).contiguous())
 
 
-def category_weights(layouts: list, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def category_weights(layouts, width: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """:attr:`BudgetMaps.weights` of ``layouts`` padded to ``width``:
     ``[B, T*T, 11]`` float32 (built once per batch, shared by every layer)."""
     return BudgetMaps.from_layouts(layouts, width, device).weights

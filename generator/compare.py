@@ -34,7 +34,7 @@ from tqdm import tqdm
 from generator.config import PATTERNS, CompareConfig, Pair
 from generator.errors import AtlasError
 from generator.model import EncodedPair, LoadedModel, attention_for, forward_layers, length_sorted_batches
-from generator.patterns import BatchMasks, ScoreSums, batch_scores
+from generator.patterns import BatchMasks, PaddedLayouts, ScoreSums, batch_scores
 from generator.budget import CATEGORY_NAMES, BudgetSums, batch_budget, category_weights
 from generator.scoring import CorpusBudget, HeadSummary, summarise_heads
 
@@ -333,10 +333,12 @@ def compare_models(before: LoadedModel, after: LoadedModel, encoded: list[Encode
             index = [e.index for e in batch]
             kept: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
             out = {side: torch.empty(len(batch), L, H, P) for side in ("before", "after")}
-            masks_b = BatchMasks.from_layouts([e.layout for e in batch], width, before.device)
-            masks_a = BatchMasks.from_layouts([e.layout for e in batch], width, after.device)
+            padded = PaddedLayouts.from_layouts([e.layout for e in batch], width, after.device)
+            masks_a = BatchMasks.from_layouts(padded)
+            masks_b = masks_a if before.device == after.device else \
+                BatchMasks.from_layouts([e.layout for e in batch], width, before.device)
             query = masks_a.query.float()  # [B, T]
-            weights = category_weights([e.layout for e in batch], width, after.device)
+            weights = category_weights(padded)
             spent = {side: torch.empty(len(batch), L, H, len(CATEGORY_NAMES)) for side in ("before", "after")}
 
             def on_before(layer: int, attention: torch.Tensor) -> None:

@@ -379,6 +379,8 @@ def _check_output_dirs(cfg: Config, doc: LoadedYaml | None) -> None:
 # ---------------------------------------------------------------- corpus
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_ID_BREAK = re.compile(r"\r\n|[\t\n\r]")
+_ID_CONTROL = re.compile(f"{_CONTROL.pattern}|{_ID_BREAK.pattern}")
 _TEXT_FIELDS = ("a", "b", "title", "note")
 
 
@@ -485,11 +487,12 @@ def load_corpus(path: Path) -> list[Pair]:
                         log.warning("%s:%s: pair %d (id %r), field '%s': removed control characters",
                                     path, doc.line_of((index, field)), index, raw_id, field)
                     item[field] = new
-            # ids and tags lose control characters too (ids keep their spaces)
-            if isinstance(raw_id, str) and _CONTROL.search(raw_id):
+            # ids and tags lose control characters too; an id keeps its spaces, but a tab or line break in it
+            # becomes a space (HTML shows a carriage return as a line feed, so the page could not show the id)
+            if isinstance(raw_id, str) and _ID_CONTROL.search(raw_id):
                 log.warning("%s:%s: pair %d (id %r), field 'id': removed control characters",
                             path, doc.line_of((index, "id")), index, raw_id)
-                item["id"] = _CONTROL.sub("", raw_id)
+                item["id"] = _ID_BREAK.sub(" ", _CONTROL.sub("", raw_id))
             tags = item.get("tags")
             if isinstance(tags, list):
                 for position, tag in enumerate(tags):

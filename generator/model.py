@@ -29,7 +29,7 @@ from generator.architectures import (Architecture, LayerAttention, architecture_
 from generator.config import DEFAULT_MODEL, Pair
 from generator.errors import AtlasError
 from generator.patterns import PairLayout
-from generator.tokens import pair_layout
+from generator.tokens import lowercases, pair_layout
 
 log = logging.getLogger(__name__)
 
@@ -376,14 +376,17 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
     max_length = effective_max_length(lm, max_length)
     a_texts = [p.a for p in pairs]
     b_texts = [p.b for p in pairs]
-    # only counts the tokens (verbose=False: no "will result in indexing errors"
-    # warning from transformers; the pair is truncated below and named in our own)
-    full = tok(a_texts, b_texts, truncation=False, add_special_tokens=True, verbose=False,
-               split_special_tokens=True)["input_ids"]
+    # one call of the fast tokenizer's batch API for the whole corpus;
     # split_special_tokens: a literal "[SEP]" typed in a sentence is text, not a separator
     enc = tok(a_texts, b_texts, truncation="longest_first", max_length=max_length, return_special_tokens_mask=True,
               return_offsets_mapping=True, split_special_tokens=True)
+    # a truncated pair keeps what was cut as its encoding's overflow; only those pairs are counted again, whole
+    # (verbose=False: no "will result in indexing errors" warning from transformers; ours below names the pair)
+    cut = [i for i, e in enumerate(enc.encodings) if e.overflowing]
+    full_length = dict(zip(cut, map(len, tok([a_texts[i] for i in cut], [b_texts[i] for i in cut], truncation=False,
+                                              verbose=False, split_special_tokens=True)["input_ids"]))) if cut else {}
     special_ids = set(tok.all_special_ids) - {tok.unk_token_id}  # unknown characters are [UNK] as text
+    fold = lowercases(tok)
     out = []
     for index, pair in enumerate(pairs):
         ids = np.asarray(enc["input_ids"][index], dtype=np.int64)
@@ -393,17 +396,17 @@ def encode_pairs(lm: LoadedModel, pairs: list[Pair], max_length: int, corpus_nam
             if not any(s == side and not sp for s, sp in zip(seq, special)):
                 raise AtlasError(f"{corpus_name}: pair {index} (id {pair.id!r}), field '{name}': "
                                  "the text has no token left after tokenisation (only invisible characters?)")
-        truncated = len(full[index]) > len(ids)
+        truncated = index in full_length
         if truncated:
             log.warning("%s: pair %d (id %r) has %d tokens, over max_length %d: truncated (longest sentence first)",
-                        corpus_name, index, pair.id, len(full[index]), max_length)
+                        corpus_name, index, pair.id, full_length[index], max_length)
         literal = [j for j in np.flatnonzero(~special) if int(ids[j]) in special_ids]
         if literal:
             log.warning("%s: pair %d (id %r): the tokenizer's vocabulary maps the text %s onto its special token "
                         "id, so the model sees a special token there (the atlas still counts it as text)",
                         corpus_name, index, pair.id, ", ".join(sorted({repr(tok.convert_ids_to_tokens(int(ids[j])))
                                                                       for j in literal})))
-        layout = pair_layout(tok, pair.a, pair.b, enc, index)
+        layout = pair_layout(tok, pair.a, pair.b, enc, index, fold)
         tti = enc.get("token_type_ids")
         out.append(EncodedPair(index=index, input_ids=ids,
                                token_type_ids=np.asarray(tti[index], dtype=np.int64) if tti is not None else None,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -61,9 +62,24 @@ class PairLayout:
         return len(self.tokens)
 
     def token_ids(self) -> np.ndarray:
-        """``[n]`` int: equal values for equal tok(j) (:attr:`identity`)."""
+        """``[n]`` int64: equal values for equal tok(j) (:attr:`identity`),
+        numbered within this pair (computed once per layout)."""
+        return self._token_ids
+
+    @cached_property
+    def _token_ids(self) -> np.ndarray:
         _, inverse = np.unique(list(self.identities()), return_inverse=True)
-        return inverse.reshape(-1)
+        return inverse.reshape(-1).astype(np.int64)
+
+    @cached_property
+    def punctuation(self) -> np.ndarray:
+        """``[n]`` bool: tok(j) is one or more punctuation characters and j is
+        not special (:func:`generator.tokens.is_punctuation`; the budget's
+        ``punctuation`` keys)."""
+        from generator.tokens import is_punctuation
+
+        return np.array([bool(t) and not s and all(is_punctuation(ch) for ch in t)
+                         for t, s in zip(self.identities(), np.asarray(self.special, dtype=bool))], dtype=bool)
 
     def identities(self) -> tuple[str, ...]:
         """tok(j) for every position: :attr:`identity`, or the lower-cased
@@ -95,6 +111,75 @@ class PairLayout:
 # ------------------------------------------------------------- batched version
 
 @dataclass
+class PaddedLayouts:
+    """The per-token facts of a padded batch of ``B`` pairs, ``T`` tokens,
+    as ``[B, T]`` tensors on one device: what every ``[B, T, T]`` mask of the
+    batch (:class:`BatchMasks`, :class:`generator.budget.BudgetMaps`) is built
+    from, by broadcasting on that device (no per-pair loop over cells).
+
+    ``token``: tok(j) numbered within its pair (int64, -1 on padding);
+    ``segment``: 0 = a, 1 = b, -1 special or padding (int64); ``word``:
+    word(j) (int64, -1 for none); ``special``, ``punctuation``: bool (False on
+    padding); ``length``: ``[B]`` real lengths ``n`` (int64).
+    """
+
+    token: torch.Tensor
+    segment: torch.Tensor
+    word: torch.Tensor
+    special: torch.Tensor
+    punctuation: torch.Tensor
+    length: torch.Tensor
+
+    @classmethod
+    def from_layouts(cls, layouts: list[PairLayout], width: int,
+                     device: torch.device | str = "cpu") -> PaddedLayouts:
+        """Pad the ``[n]`` vectors of ``layouts`` to ``width`` and move them to
+        ``device`` (five ``[B, T]`` copies: the only per-pair work).
+
+        Args:
+            layouts: the batch's layouts (each ``n <= width``).
+            width: ``T``, the padded length.
+            device: where the masks will be built (the model's device).
+
+        Returns:
+            The padded layouts.
+        """
+        B = len(layouts)
+        token = np.full((B, width), -1, dtype=np.int64)
+        segment = np.full((B, width), -1, dtype=np.int64)
+        word = np.full((B, width), -1, dtype=np.int64)
+        special = np.zeros((B, width), dtype=bool)
+        punctuation = np.zeros((B, width), dtype=bool)
+        length = np.empty(B, dtype=np.int64)
+        for b, layout in enumerate(layouts):
+            n = layout.n
+            length[b] = n
+            token[b, :n] = layout.token_ids()
+            segment[b, :n] = layout.segment
+            word[b, :n] = layout.word
+            special[b, :n] = layout.special
+            punctuation[b, :n] = layout.punctuation
+        t = {k: torch.from_numpy(v).to(device, non_blocking=True)
+             for k, v in dict(token=token, segment=segment, word=word, special=special,
+                              punctuation=punctuation, length=length).items()}
+        return cls(**t)
+
+    @property
+    def width(self) -> int:
+        return self.token.shape[1]
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``[B, T]`` bool: a real token, not padding."""
+        return torch.arange(self.width, device=self.token.device)[None, :] < self.length[:, None]
+
+    @property
+    def query(self) -> torch.Tensor:
+        """``[B, T]`` bool: Q, the real tokens that are not special."""
+        return self.valid & ~self.special
+
+
+@dataclass
 class BatchMasks:
     """Masks of a padded batch of ``B`` pairs, length ``T`` (torch tensors).
 
@@ -119,21 +204,29 @@ class BatchMasks:
         return self._nonzero[name]
 
     @classmethod
-    def from_layouts(cls, layouts: list[PairLayout], width: int, device: torch.device | str = "cpu") -> BatchMasks:
-        """Stack the masks of ``layouts``, padded to ``width`` tokens."""
-        B = len(layouts)
-        vec = {k: np.zeros((B, width), dtype=bool) for k in ("query", "special")}
-        mat = {k: np.zeros((B, width, width), dtype=bool) for k in ("same_token", "other_sentence", "same_word")}
-        for b, layout in enumerate(layouts):
-            m = layout.masks()
-            n = layout.n
-            for k in vec:
-                vec[k][b, :n] = m[k]
-            for k in mat:
-                mat[k][b, :n, :n] = m[k]
-        t = {k: torch.from_numpy(v).to(device) for k, v in {**vec, **mat}.items()}
-        length = torch.tensor([layout.n for layout in layouts], device=device)
-        return cls(length=length, **t)
+    def from_layouts(cls, layouts: list[PairLayout] | PaddedLayouts, width: int | None = None,
+                     device: torch.device | str = "cpu") -> BatchMasks:
+        """The masks of :meth:`PairLayout.masks` for a whole padded batch,
+        built by broadcasting on ``device``.
+
+        Args:
+            layouts: the batch's layouts, or their :class:`PaddedLayouts`
+                (then ``width`` and ``device`` are theirs).
+            width: ``T``, the padded length (at least every layout's ``n``).
+            device: where the masks live (the model's device).
+
+        Returns:
+            The batch's masks; padding cells are False in every mask.
+        """
+        p = layouts if isinstance(layouts, PaddedLayouts) else PaddedLayouts.from_layouts(layouts, width, device)
+        query = p.query
+        both = query[:, :, None] & query[:, None, :]
+        same_tok = both & (p.token[:, :, None] == p.token[:, None, :])
+        same_seg = p.segment[:, :, None] == p.segment[:, None, :]
+        eye = torch.eye(p.width, dtype=torch.bool, device=query.device)
+        same_word = both & same_seg & (p.word[:, :, None] == p.word[:, None, :]) & (p.word >= 0)[:, :, None] & ~eye
+        return cls(query=query, special=p.special & p.valid, same_token=same_tok, other_sentence=same_tok & ~same_seg,
+                   same_word=same_word, length=p.length)
 
 
 def _row_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

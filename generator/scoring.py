@@ -24,7 +24,7 @@ from generator.config import PATTERNS
 from generator.describe import describe_head
 from generator.architectures import LayerAttention
 from generator.model import EncodedPair, LoadedModel, attention_for, capture_query_key, forward_capture, length_sorted_batches
-from generator.patterns import MIXED, BatchMasks, ScoreSums, batch_scores, classify, consistency, nearest_pattern, top_pairs
+from generator.patterns import MIXED, BatchMasks, PaddedLayouts, ScoreSums, batch_scores, classify, consistency, nearest_pattern, top_pairs
 from generator.value_norms import output_gram, value_norms, value_weighted
 
 log = logging.getLogger(__name__)
@@ -74,27 +74,29 @@ def score_batch_all(lm: LoadedModel, batch: list[EncodedPair], budget: bool = Tr
         The batch's :class:`BatchResult`.
     """
     width = max(len(e.input_ids) for e in batch)
-    layouts = [e.layout for e in batch]
-    masks = BatchMasks.from_layouts(layouts, width, lm.device)
+    padded = PaddedLayouts.from_layouts([e.layout for e in batch], width, lm.device)
+    masks = BatchMasks.from_layouts(padded)
     B = len(batch)
-    out = torch.empty(B, lm.layers, lm.heads, len(PATTERNS))
-    raw = torch.empty(B, lm.layers, lm.heads, C) if budget else None
-    weighted = torch.empty(B, lm.layers, lm.heads, C) if budget else None
+    # results stay on the model's device until the batch is done: one copy back, no sync per layer
+    out = torch.empty(B, lm.layers, lm.heads, len(PATTERNS), device=lm.device)
+    raw = torch.empty(B, lm.layers, lm.heads, C, device=lm.device) if budget else None
+    weighted = torch.empty(B, lm.layers, lm.heads, C, device=lm.device) if budget else None
     if budget:
-        weights = category_weights(layouts, width, lm.device)
+        weights = category_weights(padded)
         grams = grams if grams is not None else output_grams(lm)
 
     def on_layer(cap: LayerAttention) -> None:
         layer, attention = cap.layer, cap.weights
-        out[:, layer] = batch_scores(attention, masks).cpu()
+        out[:, layer] = batch_scores(attention, masks)
         if budget:
-            raw[:, layer] = batch_budget(attention, weights).cpu()
+            raw[:, layer] = batch_budget(attention, weights)
             values = cap.value.transpose(1, 2).reshape(B, width, -1)  # [B, T, heads * head_dim]
             norms = value_norms(values, grams[layer])
-            weighted[:, layer] = batch_budget(value_weighted(attention, norms), weights).cpu()
+            weighted[:, layer] = batch_budget(value_weighted(attention, norms), weights)
 
     forward_capture(lm, batch, on_layer)
-    return BatchResult(out.numpy(), raw.numpy() if budget else None, weighted.numpy() if budget else None)
+    return BatchResult(out.cpu().numpy(), raw.cpu().numpy() if budget else None,
+                       weighted.cpu().numpy() if budget else None)
 
 
 def score_batch(lm: LoadedModel, batch: list[EncodedPair]) -> np.ndarray:

@@ -15,6 +15,7 @@ ideograph a word of its own.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 
 import numpy as np
@@ -47,9 +48,29 @@ def is_chinese_char(char: str) -> bool:
         Whether BERT's BasicTokenizer makes it a word of its own.
     """
     cp = ord(char)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+#: CJK ideograph ranges of BERT's ``_is_chinese_char`` (first, last code point).
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+class _CharClass(dict):
+    """``str.translate`` table: code point -> ``"s"`` whitespace
+    (``str.isspace``), ``"p"`` a word of its own (:func:`is_punctuation` or
+    :func:`is_chinese_char`), ``"a"`` any other character; each character's
+    class is worked out the first time it is seen."""
+
+    def __missing__(self, code: int) -> str:
+        ch = chr(code)
+        kind = "s" if ch.isspace() else "p" if is_punctuation(ch) or is_chinese_char(ch) else "a"
+        self[code] = kind
+        return kind
+
+
+_CHAR_CLASS = _CharClass()
+_WORD = re.compile("p|a+")  # over the classes: a character that is a word of its own, or a run of others
 
 
 def char_words(text: str) -> np.ndarray:
@@ -60,25 +81,14 @@ def char_words(text: str) -> np.ndarray:
 
     Returns:
         ``[len(text)]`` int32: the 0-based index of the word each character
-        belongs to, -1 for whitespace. A punctuation character
-        (:func:`is_punctuation`) or CJK ideograph (:func:`is_chinese_char`)
-        is a word of its own; other runs of non-whitespace are one word.
+        belongs to, -1 for whitespace (``str.isspace``). A punctuation
+        character (:func:`is_punctuation`) or CJK ideograph
+        (:func:`is_chinese_char`) is a word of its own; other runs of
+        non-whitespace are one word.
     """
     out = np.full(len(text), -1, dtype=np.int32)
-    word, in_word = -1, False
-    for k, ch in enumerate(text):
-        if ch.isspace() or unicodedata.category(ch) == "Zs":
-            in_word = False
-            continue
-        if is_punctuation(ch) or is_chinese_char(ch):
-            word += 1
-            out[k] = word
-            in_word = False
-            continue
-        if not in_word:
-            word += 1
-            in_word = True
-        out[k] = word
+    for word, match in enumerate(_WORD.finditer(text.translate(_CHAR_CLASS))):
+        out[match.start():match.end()] = word
     return out
 
 
@@ -143,7 +153,7 @@ def span_word(words: np.ndarray, start: int, end: int) -> int:
             return int(words[k])
     return -1
 
-def pair_layout(tokenizer, a: str, b: str, encoding, index: int):
+def pair_layout(tokenizer, a: str, b: str, encoding, index: int, fold: bool | None = None):
     """The :class:`generator.patterns.PairLayout` of one encoded pair.
 
     Args:
@@ -152,6 +162,9 @@ def pair_layout(tokenizer, a: str, b: str, encoding, index: int):
         encoding: the ``BatchEncoding`` of a batch of pairs, made with
             ``return_offsets_mapping=True`` and ``return_special_tokens_mask=True``.
         index: the pair's row in ``encoding``.
+        fold: :func:`lowercases` of ``tokenizer``; read from it when ``None``
+            (pass it when laying out many pairs: reading it serialises the
+            whole tokenizer, tens of milliseconds).
 
     Returns:
         The layout: S = the special-tokens mask, ``segment`` from the sequence
@@ -164,7 +177,7 @@ def pair_layout(tokenizer, a: str, b: str, encoding, index: int):
     special = np.asarray(encoding["special_tokens_mask"][index], dtype=bool)
     seq = encoding.sequence_ids(index)
     offsets = encoding["offset_mapping"][index]
-    fold = lowercases(tokenizer)
+    fold = lowercases(tokenizer) if fold is None else fold
     texts = (a, b)
     words = (char_words(a), char_words(b))
     tokens = tuple(tokenizer.convert_ids_to_tokens(list(ids)))

@@ -139,3 +139,53 @@ def test_budget_sums_merge_exactly_and_count_leaders():
         for head in range(3):
             for c in range(len(CATEGORIES)):
                 assert whole.lead[layer, head, c] == int((leader[:, layer, head] == c).sum())
+
+
+def random_layout(rng, n) -> PairLayout:
+    """A pair of ``n`` tokens, framed [CLS] a [SEP] b [SEP], with repeated
+    tokens, multi-piece words and punctuation drawn at random."""
+    cut = int(rng.integers(2, n - 2))
+    segment = np.array([-1] + [0] * (cut - 1) + [-1] + [1] * (n - cut - 2) + [-1], dtype=np.int8)
+    tokens, word = [], []
+    w = -1
+    for j, s in enumerate(segment):
+        if s < 0:
+            tokens.append("[CLS]" if j == 0 else "[SEP]")
+            word.append(-1)
+            w = -1
+            continue
+        if w < 0 or rng.random() < 0.6:
+            w += 1
+        tokens.append(str(rng.choice(["the", "red", "straw", ",", "!", "[UNK]", "a"])))
+        word.append(w)
+    return layout(tokens, segment, word)
+
+
+def test_masks_built_on_the_batch_equal_each_pairs_own():
+    """The [B, T, T] masks and category map built by broadcasting over a padded
+    batch equal, pair by pair, PairLayout.masks() and category_map() (the
+    definitions, one pair at a time), and are empty on padding."""
+    from generator.patterns import BatchMasks, PaddedLayouts
+
+    rng = np.random.default_rng(3)
+    layouts = [random_layout(rng, int(rng.integers(6, 30))) for _ in range(40)]
+    width = max(lo.n for lo in layouts) + 2
+    padded = PaddedLayouts.from_layouts(layouts, width)
+    masks = BatchMasks.from_layouts(padded)
+    weights = BudgetMaps.from_layouts(padded).weights.view(len(layouts), width, width, len(CATEGORIES))
+    for b, lo in enumerate(layouts):
+        n = lo.n
+        for name, want in lo.masks().items():
+            got = getattr(masks, name)[b].numpy()
+            if got.ndim == 1:
+                np.testing.assert_array_equal(got[:n], want)
+                assert not got[n:].any()
+            else:
+                np.testing.assert_array_equal(got[:n, :n], want)
+                assert not got[n:].any() and not got[:, n:].any()
+        cats = category_map(lo)
+        hot = weights[b, :n, :n].numpy()
+        q = ~lo.special
+        np.testing.assert_array_equal(hot[q].argmax(-1), cats[q])
+        np.testing.assert_allclose(hot[q].sum(-1), 1.0 / q.sum(), rtol=1e-6)
+        assert not hot[~q].any() and not weights[b, n:].any() and not weights[b, :, n:].any()

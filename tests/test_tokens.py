@@ -46,6 +46,37 @@ def test_char_words_group_characters_as_basic_tokenizer_does(text):
     assert all(w == -1 for ch, w in zip(text, idx) if ch.isspace())
 
 
+def test_char_words_over_every_character_and_generated_text():
+    """Every code point between two letters, then generated text mixing
+    letters, whitespace of every kind, punctuation and CJK: the words equal the
+    literal BasicTokenizer split."""
+    import sys
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        ch = chr(code)
+        want = [0, -1, 1] if ch.isspace() else [0, 1, 2] if is_punctuation(ch) or is_chinese_char(ch) else [0, 0, 0]
+        assert char_words("a" + ch + "a").tolist() == want, hex(code)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.one_of(st.sampled_from(list("ab é,.-'\t\n\r\x1c\x85\xa0\u3000\u2028中文。，")),
+                                      st.characters(exclude_categories=("Cs",))), max_size=40))
+    def check(text):
+        idx = char_words(text)
+        rebuilt: dict[int, str] = {}
+        for ch, w in zip(text, idx):
+            if w >= 0:
+                rebuilt[int(w)] = rebuilt.get(int(w), "") + ch
+        assert [rebuilt[k] for k in sorted(rebuilt)] == words_of(text)
+        assert all((w == -1) == ch.isspace() for ch, w in zip(text, idx))
+
+    check()
+
+
 @pytest.fixture(scope="module")
 def bert():
     from generator.model import load_model
