@@ -426,14 +426,18 @@ class CorpusMeta(_Strict):
         return {k: clean_text(v) for k, v in self.model_dump().items() if v}
 
 
-def load_corpus_meta(path: Path) -> CorpusMeta:
+def load_corpus_meta(path: Path, doc: LoadedYaml | None = None) -> CorpusMeta:
     """The corpus-level metadata of a corpus file written as a mapping (``name``, ``description``,
     ``source``, ``license`` next to ``pairs:``); empty for a bare list of pairs.
+
+    Args:
+        path: the corpus file.
+        doc: the file already parsed (:func:`generator.yamlio.load_yaml`); read from ``path`` when ``None``.
 
     Raises:
         AtlasError: unknown keys or wrong types, naming the file, line and field.
     """
-    doc = load_yaml(path, "corpus")
+    doc = doc if doc is not None else load_yaml(path, "corpus")
     if not isinstance(doc.data, dict):
         return CorpusMeta()
     meta = {k: v for k, v in doc.data.items() if k != "pairs"}
@@ -466,7 +470,7 @@ def load_corpus(path: Path) -> list[Pair]:
         if "pairs" not in items:
             raise AtlasError(f"{path}:1: a corpus written as a mapping needs a 'pairs:' list "
                              "(next to the optional name, description, source, license)")
-        load_corpus_meta(path)  # unknown or ill-typed corpus-level keys stop the build here
+        load_corpus_meta(path, doc)  # unknown or ill-typed corpus-level keys stop the build here
         doc = doc.sub(("pairs",))
         items = doc.data
     if items is None or items == []:

@@ -69,10 +69,18 @@ def pair_scores_csv_gz(data: AtlasData) -> bytes:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["pair", "id", "layer", "head", "label", *PATTERNS])
     labels = classify_all(data.pair_scores, data.thresholds)
-    for index, pair in enumerate(data.pairs):
-        scores = data.pair_scores[index]
-        for layer in range(data.layers):
-            for head in range(data.n_heads):
-                writer.writerow([index, pair.id, layer, head, labels[index, layer, head],
-                                 *("" if np.isnan(v) else f"{v:.6f}" for v in scores[layer, head].tolist())])
-    return gzip.compress(out.getvalue().encode("utf-8"), mtime=0)
+    # csv quotes each id once; the numbers are formatted a row at a time ("nan" -> empty: undefined)
+    id_cells = []
+    for pair in data.pairs:
+        cell = io.StringIO()
+        csv.writer(cell, lineterminator="").writerow([pair.id])
+        id_cells.append(cell.getvalue())
+    numbers = ",".join(["%.6f"] * len(PATTERNS))
+    rows = data.pair_scores.reshape(len(data.pairs), data.layers * data.n_heads, len(PATTERNS)).tolist()
+    flat_labels = labels.reshape(len(data.pairs), -1).tolist()
+    heads = [f"{layer},{head}" for layer in range(data.layers) for head in range(data.n_heads)]
+    for index, id_cell in enumerate(id_cells):
+        prefix = f"{index},{id_cell},"
+        out.writelines(f"{prefix}{where},{label},{(numbers % tuple(values)).replace('nan', '')}\n"
+                       for where, label, values in zip(heads, flat_labels[index], rows[index]))
+    return gzip.compress(out.getvalue().encode("utf-8"), compresslevel=6, mtime=0)

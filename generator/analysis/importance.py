@@ -499,48 +499,85 @@ class GroupMasking:
 
 
 def group_masking(objective: Objective, encoded: list[EncodedPair], heads: Iterable[Head], *,
-                  batch_size: int = 32, pair_index: int | None = None) -> GroupMasking:
+                  batch_size: int = 32, pair_index: int | None = None,
+                  baseline: ObjectiveResult | None = None) -> GroupMasking:
     """Mask ``heads`` together; measure the objective and the attention shift.
 
-    ``encoded``: the corpus as :func:`generator.model.encode_pairs` gives it
-    (attention is read on those inputs). ``pair_index``: the pair whose
-    before/after matrices are returned; default the pair on which the top
-    head moved most. Two attention passes over ``encoded`` plus two
-    evaluations of the objective. Raises :class:`ValueError` for an empty
-    group, a head out of range, a group holding every head, or a
-    ``pair_index`` not among ``encoded``.
+    One group of :func:`group_masking_all` (see there); ``pair_index``: the
+    pair whose before/after matrices are returned, default the pair on which
+    the top head moved most.
+    """
+    return group_masking_all(objective, encoded, [heads], batch_size=batch_size, pair_index=pair_index,
+                             baseline=baseline)[0]
+
+
+def group_masking_all(objective: Objective, encoded: list[EncodedPair], groups: list[Iterable[Head]], *,
+                      batch_size: int = 32, pair_index: int | None = None,
+                      baseline: ObjectiveResult | None = None) -> list[GroupMasking]:
+    """Mask each group of heads together; measure the objective and the
+    attention shift of every other head.
+
+    Args:
+        objective: what masking is measured on.
+        encoded: the pairs whose attention is compared, as
+            :func:`generator.model.encode_pairs` gives them (``[CLS] a [SEP] b
+            [SEP]``).
+        groups: ``G`` groups of ``(layer, head)``.
+        batch_size: pairs per attention pass.
+        pair_index: the pair whose before/after matrices are returned for
+            every group; default, per group, the pair on which its top head
+            moved most.
+        baseline: ``objective.evaluate()`` without masking, when the caller
+            already has it.
+
+    Returns:
+        One :class:`GroupMasking` per group. Cost: one evaluation of the
+        objective per group (plus the baseline when not given) and, per
+        batch of ``encoded``, one attention pass unmasked (shared by the
+        groups) and one per group; memory: one batch's attention per pass.
+
+    Raises:
+        ValueError: an empty group, a head out of range, a group holding every
+            head, or a ``pair_index`` not among ``encoded``.
     """
     lm = objective.lm
-    heads = list(dict.fromkeys((int(l), int(h)) for l, h in heads))
-    if not heads:
-        raise ValueError("group_masking needs at least one head")
-    _check_heads(lm, heads)
-    if len(heads) == lm.layers * lm.heads:
-        raise ValueError("group_masking: every head is masked, none remains to compare")
-    baseline = objective.evaluate()
-    with mask_heads(lm, heads):
-        masked = objective.evaluate()
+    groups = [list(dict.fromkeys((int(l), int(h)) for l, h in heads)) for heads in groups]
+    for heads in groups:
+        if not heads:
+            raise ValueError("group_masking needs at least one head")
+        _check_heads(lm, heads)
+        if len(heads) == lm.layers * lm.heads:
+            raise ValueError("group_masking: every head is masked, none remains to compare")
     position = {e.index: k for k, e in enumerate(encoded)}
     if pair_index is not None and pair_index not in position:
         raise ValueError(f"pair_index {pair_index} is not among the encoded pairs")
-    moved = np.zeros((len(encoded), lm.layers, lm.heads))
+    baseline = baseline if baseline is not None else objective.evaluate()
+    masked_results = []
+    for heads in groups:
+        with mask_heads(lm, heads):
+            masked_results.append(objective.evaluate())
+    moved = np.zeros((len(groups), len(encoded), lm.layers, lm.heads))
     for batch in length_sorted_batches(encoded, batch_size):
         before = attention_for(lm, batch)
+        for g, heads in enumerate(groups):
+            with mask_heads(lm, heads):
+                after = attention_for(lm, batch)
+            for e, b, a in zip(batch, before, after):
+                moved[g, position[e.index]] = np.abs(a.astype(np.float64) - b).mean(axis=(-2, -1))
+    out = []
+    for g, heads in enumerate(groups):
+        movement = moved[g].mean(0)
+        for layer, head in heads:
+            movement[layer, head] = np.nan
+        flat = int(np.nanargmax(movement))
+        top = (flat // lm.heads, flat % lm.heads)
+        shown = pair_index if pair_index is not None else encoded[int(np.argmax(moved[g, :, top[0], top[1]]))].index
+        e = encoded[position[shown]]
+        before_m = attention_for(lm, [e])[0][top[0], top[1]]
         with mask_heads(lm, heads):
-            after = attention_for(lm, batch)
-        for e, b, a in zip(batch, before, after):
-            moved[position[e.index]] = np.abs(a.astype(np.float64) - b).mean(axis=(-2, -1))
-    movement = moved.mean(0)
-    for layer, head in heads:
-        movement[layer, head] = np.nan
-    flat = int(np.nanargmax(movement))
-    top = (flat // lm.heads, flat % lm.heads)
-    if pair_index is None:
-        pair_index = encoded[int(np.argmax(moved[:, top[0], top[1]]))].index
-    e = encoded[position[pair_index]]
-    before_m = attention_for(lm, [e])[0][top[0], top[1]]
-    with mask_heads(lm, heads):
-        after_m = attention_for(lm, [e])[0][top[0], top[1]]
-    return GroupMasking(heads=heads, baseline=baseline, masked=masked, change=metric_change(baseline, masked),
-                        movement=movement, top=top, pair_index=int(pair_index), tokens=e.layout.tokens,
-                        before=before_m, after=after_m)
+            after_m = attention_for(lm, [e])[0][top[0], top[1]]
+        masked = masked_results[g]
+        out.append(GroupMasking(heads=heads, baseline=baseline, masked=masked, change=metric_change(baseline, masked),
+                                movement=movement, top=top, pair_index=int(shown), tokens=e.layout.tokens,
+                                before=before_m, after=after_m))
+    return out

@@ -400,8 +400,9 @@ def run_analyses(acfg: AnalysisConfig, lm: LoadedModel, task_lm: LoadedModel, pa
                 groups.append((f"all {name} heads", heads))
         if res.metric_change is not None:
             groups.append(("the 5 heads whose masking hurts most", res.importance_order()[:5]))
-        for name, heads in groups:
-            g = importance.group_masking(objective, sample_encoded, heads, batch_size=batch_size)
+        results = importance.group_masking_all(objective, sample_encoded, [heads for _, heads in groups],
+                                               batch_size=batch_size, baseline=base)
+        for (name, _), g in zip(groups, results):
             res.groups.append(GroupResult(name=name, heads=[tuple(h) for h in g.heads], change=float(g.change),
                                           masked_metric=float(g.masked.metric), top=tuple(g.top),
                                           top_movement=float(g.movement[g.top]), pair_index=g.pair_index,
