@@ -152,6 +152,27 @@ def test_similarity_objective_matches_mean_pooled_cosine(lm):
     assert unlabelled.metric == pytest.approx(result.per_pair.mean())
 
 
+def test_similarity_embeds_each_distinct_sentence_once(lm):
+    """A query paired with several titles (and sentences reused across pairs)
+    is embedded once per evaluation; the cosines equal the pair-by-pair ones."""
+    pairs = [Pair(id=f"q{k}", a="How do I renew a passport?", b=b, label=k) for k, b in enumerate(
+        ["Renewing your passport online", "Passport renewal fees", "How do I renew a passport?"])]
+    pairs += [Pair(id="back", a="Passport renewal fees", b="How do I renew a passport?", label=0)]
+    objective = SimilarityObjective(lm, pairs, batch_size=2)
+    rows = []
+    hook = lm.model.embeddings.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
+    try:
+        got = objective.evaluate()
+    finally:
+        hook.remove()
+    assert sum(rows) == 3  # three distinct sentences among eight
+    with torch.no_grad():
+        pairwise = np.concatenate([objective._cosines(b).double().numpy() for b in objective._batches])
+    order = np.concatenate(objective._batches)
+    np.testing.assert_allclose(got.per_pair[order], pairwise, atol=1e-6)
+    assert got.per_pair[2] == pytest.approx(1.0, abs=1e-6)  # a sentence against itself
+
+
 def test_metric_change_definitions():
     a = ObjectiveResult("similarity", "mean_similarity", 0.5, np.array([0.4, 0.6]))
     b = ObjectiveResult("similarity", "mean_similarity", 0.5, np.array([0.5, 0.5]))

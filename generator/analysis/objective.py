@@ -258,11 +258,18 @@ class SimilarityObjective:
         self.input = input
         tok = lm.tokenizer
         if input == "separate":
-            enc_a = tok([p.a for p in pairs], truncation=True, max_length=max_length)
-            enc_b = tok([p.b for p in pairs], truncation=True, max_length=max_length)
-            self._a = [list(x) for x in enc_a["input_ids"]]
-            self._b = [list(x) for x in enc_b["input_ids"]]
+            # each distinct sentence is tokenised (and, in evaluate, embedded) once
+            sentences = list(dict.fromkeys([p.a for p in pairs] + [p.b for p in pairs]))
+            row_of = {s: r for r, s in enumerate(sentences)}
+            self._sentence_ids = [list(x) for x in tok(sentences, truncation=True, max_length=max_length)["input_ids"]]
+            self._row_a = np.array([row_of[p.a] for p in pairs], dtype=np.int64)
+            self._row_b = np.array([row_of[p.b] for p in pairs], dtype=np.int64)
+            self._a = [self._sentence_ids[r] for r in self._row_a]
+            self._b = [self._sentence_ids[r] for r in self._row_b]
             length = [max(len(self._a[i]), len(self._b[i])) for i in range(len(pairs))]
+            by_length = sorted(range(len(sentences)), key=lambda r: (len(self._sentence_ids[r]), r))
+            rows = 2 * batch_size
+            self._sentence_batches = [by_length[i:i + rows] for i in range(0, len(by_length), rows)]
         else:
             enc = tok([p.a for p in pairs], [p.b for p in pairs], truncation="longest_first", max_length=max_length,
                       return_special_tokens_mask=True)
@@ -308,12 +315,33 @@ class SimilarityObjective:
         emb_b = mean_pool(hidden, (side == 1).long())
         return torch.nn.functional.cosine_similarity(emb_a, emb_b, dim=-1)
 
+    def _separate_cosines(self) -> np.ndarray:
+        """``[pairs]`` cosine similarities, input ``"separate"``: every distinct
+        sentence is embedded once, in batches of ``2 * batch_size`` sentences
+        of similar length (a corpus that pairs one query with many titles, or
+        reuses sentences, pays for each sentence once), then each pair's two
+        embeddings are compared. Equal to :meth:`_cosines` up to float
+        rounding (only the padding of the batches differs)."""
+        emb = None
+        for rows in self._sentence_batches:
+            inputs = pad_batch(self.lm, [self._sentence_ids[r] for r in rows])
+            pooled = mean_pool(_last_hidden(self.lm, inputs), inputs["attention_mask"])
+            if emb is None:
+                emb = pooled.new_empty((len(self._sentence_ids), pooled.shape[-1]))
+            emb[torch.as_tensor(rows, device=pooled.device)] = pooled
+        a = emb[torch.as_tensor(self._row_a, device=emb.device)]
+        b = emb[torch.as_tensor(self._row_b, device=emb.device)]
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1).double().cpu().numpy()
+
     def evaluate(self) -> ObjectiveResult:
         """Per-pair cosine similarity ``[pairs]`` and the corpus metric."""
         per_pair = np.empty(self.n_pairs, dtype=np.float64)
         with torch.no_grad():
-            for batch in self._batches:
-                per_pair[batch] = self._cosines(batch).double().cpu().numpy()
+            if self.input == "separate":
+                per_pair[:] = self._separate_cosines()
+            else:
+                for batch in self._batches:
+                    per_pair[batch] = self._cosines(batch).double().cpu().numpy()
         if self.labels is not None:
             return ObjectiveResult("similarity", "spearman", spearman(per_pair, self.labels), per_pair,
                                    loss=(per_pair - self._target) ** 2)
