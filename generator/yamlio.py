@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.events import AliasEvent
+from yaml.events import AliasEvent, MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent
 
 from generator.errors import AtlasError
 
@@ -32,6 +32,9 @@ MAX_YAML_DEPTH = 32
 #: Characters a YAML stream may not contain (C0/C1 controls other than tab,
 #: newline, carriage return and NEL; DEL; U+FFFE/U+FFFF): PyYAML's own set.
 _UNREADABLE = yaml.reader.Reader.NON_PRINTABLE
+
+#: PyYAML's libyaml-based loader, where PyYAML was built with libyaml (see :func:`_compose`).
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -143,11 +146,7 @@ def load_yaml(path: Path, what: str) -> LoadedYaml:
         raise AtlasError(f"{path}: {what} file is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     text = _strip_unreadable(path, text)
     try:
-        loader = _NoAliasLoader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
+        node = _compose(text)
         data = _NoAliasLoader(text).construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -159,6 +158,43 @@ def load_yaml(path: Path, what: str) -> LoadedYaml:
     except RecursionError:
         raise AtlasError(f"{path}: YAML error in {what} file: nested too deeply") from None
     return LoadedYaml(path=path, data=data, node=node)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The node tree of ``text`` (one document), under the rules of
+    :class:`_NoAliasLoader`.
+
+    libyaml (PyYAML's C parser, when PyYAML was built with it) composes a
+    10,000-pair corpus about five times faster than the pure-Python parser;
+    its event stream is checked first for aliases and depth. Whenever it
+    finds anything wrong, the document is parsed again by the pure-Python
+    loader, which raises the error, so that what a user reads (problem and
+    line) does not depend on how PyYAML was built.
+    """
+    if _FAST_LOADER is not None:
+        try:
+            depth = 0
+            for event in yaml.parse(text, Loader=_FAST_LOADER):
+                if isinstance(event, AliasEvent):
+                    raise yaml.YAMLError("alias")
+                if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+                    depth += 1
+                    if depth > MAX_YAML_DEPTH:
+                        raise yaml.YAMLError("depth")
+                elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+                    depth -= 1
+            loader = _FAST_LOADER(text)
+            try:
+                return loader.get_single_node()
+            finally:
+                loader.dispose()
+        except yaml.YAMLError:
+            pass  # the pure-Python loader below reports it
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _strip_unreadable(path: Path, text: str) -> str:

@@ -536,3 +536,20 @@ def test_readme_section_replacement_keeps_the_rest(tmp_path):
     readme.update_readme(path, "config", f"{start}\nv2\n{end}", "## Configuration")
     text = path.read_text(encoding="utf-8")
     assert text == f"# T\n\nintro\n\n## Configuration\n\n{start}\nv2\n{end}\n\n## After\n\nkept\n"
+
+
+def test_libyaml_and_python_parsers_read_the_same(monkeypatch):
+    """The corpus read by libyaml (when PyYAML has it) equals the pure-Python
+    parser's reading, line numbers included."""
+    if yamlio._FAST_LOADER is None:
+        pytest.skip("PyYAML was built without libyaml")
+    path = Path(__file__).resolve().parent.parent / "content" / "corpus.yml"
+    fast = yamlio.load_yaml(path, "corpus")
+    monkeypatch.setattr(yamlio, "_FAST_LOADER", None)
+    slow = yamlio.load_yaml(path, "corpus")
+    assert fast.data == slow.data
+    pairs = fast.data["pairs"] if isinstance(fast.data, dict) else fast.data
+    for k, pair in enumerate(pairs):
+        for key in pair:
+            loc = ("pairs", k, key) if isinstance(fast.data, dict) else (k, key)
+            assert fast.line_of(loc) == slow.line_of(loc)
