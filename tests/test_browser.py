@@ -157,6 +157,10 @@ def test_pair_page_model_view_and_word_level(watched, site_url):
     assert page.locator(".atlas-modelview canvas.mv-thumb").count() == 72
     assert page.locator(".atlas-modelview .mv-cell .label").count() == 72
     hv = page.locator(".atlas-headview").first
+    # the model view and the head view read one JSON copy of the pair's attention
+    assert hv.get_attribute("data-spec") == page.locator(".atlas-modelview").first.get_attribute("data-spec")
+    assert page.locator("script[type='application/json'][id$='-spec']").evaluate_all(
+        "els => els.filter(e => e.textContent.includes('\"att\"')).length") == 1
     heat = hv.locator(".hv-heatmap")
     assert heat.get_attribute("data-level") == "tokens"
     ticks_tokens = heat.locator(".xtick").count()

@@ -88,6 +88,7 @@ class Figures:
     def __init__(self, page: str):
         self.prefix = "fig-" + slug(page.replace("/", "-").removesuffix(".md"), 60)
         self.count = 0
+        self._view_specs: dict[int, tuple[dict, str]] = {}  # id(payload) -> (payload, its script's id)
 
     def __call__(self, fig, css: str = "", how_to_read: str | None = None, **extra) -> Markup:
         """A Plotly figure: a placeholder ``div`` plus its JSON (rendered by ``assets/atlas.js``) and,
@@ -102,9 +103,14 @@ class Figures:
 
     def view(self, kind: str, payload: dict) -> Markup:
         """An interactive view (``headview``, ``modelview``, ``qkview``) of ``assets/views.js``, with
-        its how-to-read line."""
+        its how-to-read line. Views given the same ``payload`` object (a pair's model view and head
+        view) share one JSON copy of it: the later ones point at the first one's script."""
         self.count += 1
         vid = f"{self.prefix}-{kind}-{self.count}"
+        shared = self._view_specs.get(id(payload))
+        if shared is not None:
+            return Markup(f'<div class="atlas-{kind}" id="{vid}" data-spec="{shared[1]}"></div>') + _how_to_read(kind)
+        self._view_specs[id(payload)] = (payload, f"{vid}-spec")
         return Markup(
             f'<div class="atlas-{kind}" id="{vid}" data-spec="{vid}-spec"></div>\n'
             f'<script type="application/json" id="{vid}-spec">{figures.json_for_script(payload)}</script>'
