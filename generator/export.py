@@ -65,20 +65,35 @@ def pair_scores_csv_gz(data: AtlasData) -> bytes:
     Returns:
         the compressed file's bytes (about 60 bytes a row before compression).
     """
+    return pair_scores_csv_gz_of([p.id for p in data.pairs], data.pair_scores, data.thresholds)
+
+
+def pair_scores_csv_gz_of(ids: list[str], pair_scores: np.ndarray, thresholds: dict[str, float]) -> bytes:
+    """:func:`pair_scores_csv_gz` from its inputs alone (picklable, so that a
+    build can write the file in a process of its own while it renders pages).
+
+    Args:
+        ids: ``[pairs]`` the pairs' ids, in corpus order.
+        pair_scores: float32 ``[pairs, layers, heads, 7]``.
+        thresholds: the patterns' thresholds (:func:`generator.patterns.classify_all`).
+    Returns:
+        the compressed file's bytes.
+    """
+    n_pairs, layers, n_heads = pair_scores.shape[:3]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["pair", "id", "layer", "head", "label", *PATTERNS])
-    labels = classify_all(data.pair_scores, data.thresholds)
+    labels = classify_all(pair_scores, thresholds)
     # csv quotes each id once; the numbers are formatted a row at a time ("nan" -> empty: undefined)
     id_cells = []
-    for pair in data.pairs:
+    for pair_id in ids:
         cell = io.StringIO()
-        csv.writer(cell, lineterminator="").writerow([pair.id])
+        csv.writer(cell, lineterminator="").writerow([pair_id])
         id_cells.append(cell.getvalue())
     numbers = ",".join(["%.6f"] * len(PATTERNS))
-    rows = data.pair_scores.reshape(len(data.pairs), data.layers * data.n_heads, len(PATTERNS)).tolist()
-    flat_labels = labels.reshape(len(data.pairs), -1).tolist()
-    heads = [f"{layer},{head}" for layer in range(data.layers) for head in range(data.n_heads)]
+    rows = pair_scores.reshape(n_pairs, layers * n_heads, len(PATTERNS)).tolist()
+    flat_labels = labels.reshape(n_pairs, -1).tolist()
+    heads = [f"{layer},{head}" for layer in range(layers) for head in range(n_heads)]
     for index, id_cell in enumerate(id_cells):
         prefix = f"{index},{id_cell},"
         out.writelines(f"{prefix}{where},{label},{(numbers % tuple(values)).replace('nan', '')}\n"

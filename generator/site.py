@@ -19,8 +19,9 @@ import shutil
 import signal
 import threading
 import time
+import multiprocessing
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,7 +30,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 
 from generator.config import Config
 from generator.errors import AtlasError
-from generator.export import heads_json, pair_scores_csv_gz
+from generator import fragments
+from generator.export import heads_json, pair_scores_csv_gz, pair_scores_csv_gz_of
 from generator.links import HEADS_JSON, PAIR_SCORES_CSV, head_doc, url_of
 from generator.pages import Page, navigation, site_pages
 from generator.pages.common import SiteContext, num, pct
@@ -88,16 +90,25 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     docs.mkdir(parents=True, exist_ok=True)
 
     def write(page: Page) -> None:
-        text = _render(env, page.template, page.doc, vm=page.view_model())
+        text = _render(env, page.template, page.doc, vm=page.view_model(),
+                       fragment=fragments.Fragments(docs, page.doc))
         target = docs / page.doc
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
 
+    csv_pool = _export_process(data)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
+        csv_gz: Future | None = None
+        if csv_pool is not None:  # formatted and compressed on another core while the pages render
+            csv_gz = csv_pool.submit(pair_scores_csv_gz_of, [p.id for p in data.pairs], data.pair_scores,
+                                     data.thresholds)
         list(pool.map(write, pages))
+        csv_bytes = csv_gz.result() if csv_gz is not None else pair_scores_csv_gz(data)
     finally:  # on an error or Ctrl-C, pages not yet started are dropped and the running ones finish before cleanup
         pool.shutdown(wait=True, cancel_futures=True)
+        if csv_pool is not None:
+            csv_pool.shutdown(wait=True, cancel_futures=True)
 
     assets = docs / "assets"
     assets.mkdir(exist_ok=True)
@@ -111,11 +122,12 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     heads_file = docs / HEADS_JSON
     heads_file.parent.mkdir(exist_ok=True)
     heads_file.write_text(heads_json(data, ctx.corpus_name, lambda l, h: url_of(head_doc(l, h))), encoding="utf-8")
-    (docs / (PAIR_SCORES_CSV + ".gz")).write_bytes(pair_scores_csv_gz(data))
+    (docs / (PAIR_SCORES_CSV + ".gz")).write_bytes(csv_bytes)
 
     raw = cfg.raw
     mk = _render(env, "mkdocs.yml.j2", "mkdocs.yml",
                  site=raw.site, docs_dir=str(docs), site_dir=str(site_out), custom_dir=str(TEMPLATES / "overrides"),
+                 hooks=[str(Path(fragments.__file__).resolve())],
                  nav=navigation(pages, data.layers, data.n_heads))
     config_file = docs.parent / "mkdocs.yml"
     config_file.write_text(mk, encoding="utf-8")
@@ -133,6 +145,22 @@ _BASE_SCRIPT = """<script>
   document.write('<base href="/' + root.map(encodeURIComponent).join("/") + (root.length ? "/" : "") + '">');
 })();
 </script>"""
+
+
+#: Rows of ``data/pair_scores.csv.gz`` (pairs x heads) from which it is written by a process of its
+#: own (forked) while the pages render: about 11 s per million rows on one core.
+EXPORT_PROCESS_ROWS = 200_000
+
+
+def _export_process(data: AtlasData) -> ProcessPoolExecutor | None:
+    """A one-process pool for the per-pair CSV, when the corpus is large enough and a second core exists."""
+    rows = len(data.pairs) * data.layers * data.n_heads
+    if rows < EXPORT_PROCESS_ROWS or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    # fork, not spawn: a spawned process would import the caller's main module again (a user's script
+    # calling run_build without a __main__ guard would run twice); the child only runs numpy, csv and
+    # gzip, and is forked before the render threads start
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
 
 
 def relocatable_404(page: Path, top_level: list[str], prefix: str = "/") -> None:

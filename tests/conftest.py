@@ -70,7 +70,13 @@ def built_site(tmp_path_factory) -> dict:
     config = write_project(project, small_corpus_items(),
                            analysis={"importance": True, "group_masking": True, "attribution": True,
                                      "perturbed_masking": True, "head_map": True, "max_pairs": 2})
-    run_build(config, progress=False)
+    import generator.site
+    rows = generator.site.EXPORT_PROCESS_ROWS
+    generator.site.EXPORT_PROCESS_ROWS = 0  # the per-pair CSV is written by its own process, as for a large corpus
+    try:
+        run_build(config, progress=False)
+    finally:
+        generator.site.EXPORT_PROCESS_ROWS = rows
     return {"config": config, "site": project / "site", "build": project / "build", "project": project}
 
 

@@ -62,9 +62,13 @@ def test_corpus_table_shows_gold_label_and_the_models_similarity(built_site):
         assert float(model_sim) == pytest.approx(want, abs=1.5e-3), item["id"]
 
 
-def test_pair_scores_download_has_every_pair_and_head(built_site):
+def test_pair_scores_download_has_every_pair_and_head(built_site, ctx):
     site = built_site["site"]
-    raw = gzip.decompress((site / "data" / "pair_scores.csv.gz").read_bytes()).decode("utf-8")
+    written = (site / "data" / "pair_scores.csv.gz").read_bytes()
+    # written by a process of its own (tests/conftest.py), byte for byte what the build's own process writes
+    from generator.export import pair_scores_csv_gz
+    assert written == pair_scores_csv_gz(ctx.data)
+    raw = gzip.decompress(written).decode("utf-8")
     rows = list(csv.DictReader(io.StringIO(raw)))
     heads = json.loads((site / "data" / "heads.json").read_text(encoding="utf-8"))
     n_heads = heads["model"]["layers"] * heads["model"]["heads"]
@@ -119,3 +123,18 @@ def test_methodology_defines_the_budget_and_counts_leading_heads(built_site):
     for _, name, count, total in rows:
         assert int(count) == lead.count(name) and int(total) == len(heads)
     assert "split_special_tokens" in html and "BasicTokenizer" in html and "Abnar" in html
+
+
+def test_corpus_table_is_spliced_in_after_mkdocs(built_site):
+    """The corpus table bypasses Markdown and the search index (generator/fragments.py): the page
+    holds it once, no marker is left, and the search index does not carry its rows."""
+    site = built_site["site"]
+    html = (site / "pairs" / "index.html").read_text(encoding="utf-8")
+    assert html.count('<table class="atlas-corpus-table">') == 1 and "atlas-fragment" not in html
+    assert html.index("<h1") < html.index('<table class="atlas-corpus-table">') < html.index("</article>")
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    corpus_entries = [d for d in index["docs"] if d["location"].startswith("pairs/") and "p0" not in d["location"]]
+    sentence = small_corpus_items()[1]["a"]
+    assert corpus_entries and all(sentence not in d["text"] for d in corpus_entries)
+    assert any(sentence in unescape(d["text"]) for d in index["docs"])  # its pair page is indexed
+    assert len(corpus_rows(site)) == len(small_corpus_items())
