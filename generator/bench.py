@@ -104,7 +104,7 @@ PLANS = {
         name="cpu", device="cpu", batch_size=None, out="build/bench.json",
         runs=(PlannedRun("default", 300, False), PlannedRun("default", 3000, False),
               PlannedRun("default", 10000, False), PlannedRun("default", 10000, True),
-              PlannedRun("bert-base-random", 300, False)),
+              PlannedRun("bert-base-random", 1000, False)),
         expected="about 17 minutes on 2 quiet CPU cores"),
     "gpu": Plan(
         name="gpu", device="cuda", batch_size=256, out="build/bench-gpu.json",
