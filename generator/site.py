@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import re
 import secrets
@@ -19,7 +20,6 @@ import shutil
 import signal
 import threading
 import time
-import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 
+from generator import fragments
 from generator.config import Config
 from generator.errors import AtlasError
-from generator import fragments
 from generator.export import heads_json, pair_scores_csv_gz, pair_scores_csv_gz_of
 from generator.links import HEADS_JSON, PAIR_SCORES_CSV, head_doc, url_of
 from generator.pages import Page, navigation, site_pages

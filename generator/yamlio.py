@@ -179,7 +179,7 @@ def _compose(text: str) -> yaml.Node | None:
                     raise yaml.YAMLError("alias")
                 if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
                     depth += 1
-                    if depth > MAX_YAML_DEPTH:
+                    if depth >= MAX_YAML_DEPTH:  # leaves the check (scalars count as a level) to the loader below
                         raise yaml.YAMLError("depth")
                 elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
                     depth -= 1

@@ -553,3 +553,19 @@ def test_libyaml_and_python_parsers_read_the_same(monkeypatch):
         for key in pair:
             loc = ("pairs", k, key) if isinstance(fast.data, dict) else (k, key)
             assert fast.line_of(loc) == slow.line_of(loc)
+
+
+@pytest.mark.parametrize("depth", [30, 31, 32, 33])
+def test_libyaml_and_python_parsers_agree_on_nesting_depth(tmp_path, monkeypatch, depth):
+    path = tmp_path / "deep.yml"
+    path.write_text("[" * depth + "1" + "]" * depth + "\n", encoding="utf-8")
+
+    def outcome():
+        try:
+            return yamlio.load_yaml(path, "corpus").data
+        except AtlasError as exc:
+            return str(exc)
+
+    fast = outcome()
+    monkeypatch.setattr(yamlio, "_FAST_LOADER", None)
+    assert fast == outcome()
