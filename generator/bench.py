@@ -530,8 +530,57 @@ def bench_one(model: str, n: int, work: Path, bertviz_sample: int, examples_per_
         # above the core count, other processes were competing for the CPUs.
         "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "timings": timings,  # everything run_build reported
+        # the settings that bound each analysis's cost (see ANALYSIS_COSTS)
+        "analysis_settings": _analysis_settings(project),
     }
     return record
+
+
+def _analysis_settings(config: Path) -> dict:
+    """The ``analysis:`` section a bench project's build ran with (every setting, defaults filled in)."""
+    from generator.config import load_config
+    return load_config(config).raw.analysis.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class AnalysisCost:
+    """One analysis in the README's analysis-cost table: its timing key, the
+    setting that bounds it and the unit its time is divided by."""
+
+    name: str
+    key: str
+    bound: str
+    unit: str
+    units: object  # (settings, run record) -> number of units
+
+#: Every analysis's cost: what bounds it (a setting, never the corpus size) and its time per unit.
+ANALYSIS_COSTS = (
+    AnalysisCost("head ablation", "ablation_s", "`objective_pairs` x heads", "ms per pair per head",
+                 lambda s, r: min(s["objective_pairs"], r["pairs"]) * r["layers"] * r["heads"]),
+    AnalysisCost("gradient importance", "gradient_s", "`objective_pairs`", "ms per pair",
+                 lambda s, r: min(s["objective_pairs"], r["pairs"])),
+    AnalysisCost("group masking", "group_masking_s", "`objective_pairs` x groups", "ms per pair (all groups)",
+                 lambda s, r: min(s["objective_pairs"], r["pairs"])),
+    AnalysisCost("bootstrap intervals", "bootstrap_s", "`bootstrap_resamples`", "ms per resample",
+                 lambda s, r: s["bootstrap_resamples"]),
+    AnalysisCost("integrated gradients and perturbed masking", "attribution_s", "`max_pairs`", "ms per pair",
+                 lambda s, r: min(s["max_pairs"], r["pairs"])),
+    AnalysisCost("head map", "head_map_s", "`head_map_pairs`", "ms per pair",
+                 lambda s, r: min(s["head_map_pairs"], r["pairs"])),
+)
+
+
+def analysis_cost_rows(run: dict, settings: dict) -> list[list[str]]:
+    """The analysis-cost table's rows for one run with analyses on: name, seconds, bound, ms per unit."""
+    rows = []
+    for cost in ANALYSIS_COSTS:
+        seconds = run.get("timings", {}).get(cost.key)
+        if seconds is None:
+            continue
+        units = cost.units(settings, run)
+        rows.append([cost.name, _fmt(seconds, 1), cost.bound, f"{_fmt(units, 0)}",
+                     f"{_fmt(1000 * seconds / units, 2)} {cost.unit}" if units else "n/a"])
+    return rows
 
 
 def machine_info() -> dict:
@@ -669,6 +718,24 @@ def markdown_section(docs: dict | list[dict]) -> str:
             "| " + " | ".join(header) + " |",
             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
             *("| " + " | ".join(r) + " |" for r in rows),
+        ]
+    analysed = [(m, r) for m, runs in by_machine(docs) for r in runs if r.get("analysis") and r.get("timings")]
+    for m, r in analysed:
+        settings = r.get("analysis_settings") or _analysis_settings(ROOT / "site_config.yml")
+        rows = analysis_cost_rows(r, settings)
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"The analyses of the {r['model']} run at {r['pairs']:,} pairs ({m.get('cpus', '?')} CPU cores, device "
+            f"{m.get('device') or '?'}), each bounded by a setting of the `analysis:` section, not by the corpus. "
+            "With the `similarity` objective each distinct sentence of the `objective_pairs` sample is embedded "
+            "once per evaluation, so a corpus that reuses sentences (the bench corpus recombines a few dozen) "
+            "costs less per pair than one whose sentences are all distinct:",
+            "",
+            "| analysis | s | bounded by | units | cost |",
+            "|---|---:|---|---:|---:|",
+            *("| " + " | ".join(row) + " |" for row in rows),
         ]
     lines += [
         "",

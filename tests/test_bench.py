@@ -266,3 +266,16 @@ def test_classify_all_and_consistency_match_the_scalar_rules():
             assert classify_all(s.reshape(8, 8, 7), th).shape == (8, 8)
             assert consistency(s, MIXED, th) == float(np.mean(want == MIXED))
     assert consistency(np.zeros((0, 7)), MIXED, base) is None
+
+
+def test_analysis_cost_table_divides_by_the_bounding_setting():
+    run = {"model": "default", "pairs": 10000, "layers": 6, "heads": 12, "analysis": True,
+           "timings": {"ablation_s": 18.432, "gradient_s": 2.56, "head_map_s": 4.0, "attribution_s": 1.6}}
+    settings = {"objective_pairs": 256, "head_map_pairs": 200, "max_pairs": 4, "bootstrap_resamples": 1000}
+    rows = {r[0]: r for r in bench.analysis_cost_rows(run, settings)}
+    assert rows["head ablation"][3:] == ["18,432", "1.00 ms per pair per head"]
+    assert rows["gradient importance"][3:] == ["256", "10.00 ms per pair"]
+    assert rows["head map"][3:] == ["200", "20.00 ms per pair"]
+    assert "group masking" not in rows  # not timed, not shown
+    small = bench.analysis_cost_rows({**run, "pairs": 100}, settings)  # a corpus under the sample size
+    assert {r[0]: r[3] for r in small}["head ablation"] == "7,200"
