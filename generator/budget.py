@@ -83,33 +83,51 @@ def category_map(layout) -> np.ndarray:
         :data:`CATEGORIES` of the first category that matches; -1 on the rows
         of special positions (they are not queries of the budget).
     """
-    n = layout.n
-    special = np.asarray(layout.special, dtype=bool)
-    seg = np.asarray(layout.segment)
-    word = np.asarray(layout.word)
-    tok = layout.token_ids()
-    punct = layout.punctuation
-    i = np.arange(n)[:, None]
-    j = np.arange(n)[None, :]
-    key_q = ~special[None, :]
-    same_seg = (seg[:, None] == seg[None, :]) & key_q
-    other_seg = (seg[:, None] != seg[None, :]) & key_q
-    same_tok = (tok[:, None] == tok[None, :]) & key_q
-    conditions = [
-        np.broadcast_to(i == j, (n, n)),
-        np.broadcast_to(special[None, :] & (j == 0), (n, n)),
-        np.broadcast_to(special[None, :] & (j != 0), (n, n)),
-        same_seg & (word[:, None] == word[None, :]) & (word >= 0)[:, None],
-        np.broadcast_to(j == i - 1, (n, n)),
-        np.broadcast_to(j == i + 1, (n, n)),
+    from generator.patterns import PaddedLayouts
+
+    index = category_index(PaddedLayouts.from_layouts([layout], layout.n, "cpu"))[0].numpy().astype(np.int8)
+    index[np.asarray(layout.special, dtype=bool)] = -1
+    return index
+
+
+def category_index(p) -> torch.Tensor:
+    """The first-match rule of :data:`CATEGORIES` for a padded batch.
+
+    Args:
+        p: the batch's :class:`generator.patterns.PaddedLayouts` (``B`` pairs,
+            ``T`` positions, on any device).
+
+    Returns:
+        ``[B, T, T]`` int64 on ``p``'s device: for query i and key j of pair
+        b, the index in :data:`CATEGORIES` of the first category that holds
+        (on every row, special and padding included; callers keep the rows
+        and keys they need).
+    """
+    B, T = p.token.shape
+    pos = torch.arange(T, device=p.token.device)
+    i, j = pos.view(1, T, 1), pos.view(1, 1, T)
+    key_q = ~p.special[:, None, :]
+    seg_eq = p.segment[:, :, None] == p.segment[:, None, :]
+    same_seg = seg_eq & key_q
+    other_seg = ~seg_eq & key_q
+    same_tok = (p.token[:, :, None] == p.token[:, None, :]) & key_q
+    special_key = p.special[:, None, :]
+    conditions = [  # in CATEGORIES order, the first that holds wins
+        i == j,
+        special_key & (j == 0),
+        special_key & (j != 0),
+        same_seg & (p.word[:, :, None] == p.word[:, None, :]) & (p.word >= 0)[:, :, None],
+        j == i - 1,
+        j == i + 1,
         same_tok & same_seg,
         same_tok & other_seg,
-        np.broadcast_to(punct[None, :], (n, n)),
+        p.punctuation[:, None, :],
         same_seg,
     ]
-    out = np.select(conditions, list(range(len(conditions))), default=C - 1).astype(np.int8)
-    out[special] = -1
-    return out
+    index = torch.full((B, T, T), C - 1, dtype=torch.long, device=p.token.device)
+    for k in range(len(conditions) - 1, -1, -1):
+        index = torch.where(conditions[k], k, index)
+    return index
 
 
 def budget_reference(attention: np.ndarray, layout) -> np.ndarray:
@@ -174,8 +192,9 @@ class BudgetMaps:
 
     @classmethod
     def from_layouts(cls, layouts, width: int | None = None, device: torch.device | str = "cpu") -> BudgetMaps:
-        """The :func:`category_map` of every pair of a padded batch, built by
-        broadcasting on ``device`` (the same rule, first match wins).
+        """The category weights of every pair of a padded batch, from
+        :func:`category_index` (the rule :func:`category_map` shows for one pair),
+        built by broadcasting on ``device``.
 
         Args:
             layouts: the batch's :class:`generator.patterns.PairLayout` s, or
@@ -193,29 +212,7 @@ class BudgetMaps:
         p = layouts if isinstance(layouts, PaddedLayouts) else PaddedLayouts.from_layouts(layouts, width, device)
         B, T = p.token.shape
         dev = p.token.device
-        pos = torch.arange(T, device=dev)
-        i, j = pos.view(1, T, 1), pos.view(1, 1, T)
-        key_q = ~p.special[:, None, :]
-        seg_eq = p.segment[:, :, None] == p.segment[:, None, :]
-        same_seg = seg_eq & key_q
-        other_seg = ~seg_eq & key_q
-        same_tok = (p.token[:, :, None] == p.token[:, None, :]) & key_q
-        special_key = p.special[:, None, :]
-        conditions = [  # in CATEGORIES order, the first that holds wins
-            i == j,
-            special_key & (j == 0),
-            special_key & (j != 0),
-            same_seg & (p.word[:, :, None] == p.word[:, None, :]) & (p.word >= 0)[:, :, None],
-            j == i - 1,
-            j == i + 1,
-            same_tok & same_seg,
-            same_tok & other_seg,
-            p.punctuation[:, None, :],
-            same_seg,
-        ]
-        index = torch.full((B, T, T), C - 1, dtype=torch.long, device=dev)
-        for k in range(len(conditions) - 1, -1, -1):
-            index = torch.where(conditions[k], k, index)
+        index = category_index(p)
         cell = p.query[:, :, None] & p.valid[:, None, :]  # query rows of the budget, real keys
         index = torch.where(cell, index, C).view(B, T * T)  # column C is dropped below
         scale = 1.0 / p.query.sum(-1).clamp(min=1).to(torch.float32)

@@ -87,25 +87,15 @@ class PairLayout:
         return self.identity if self.identity is not None else tuple(t.lower() for t in self.tokens)
 
     def masks(self) -> dict[str, np.ndarray]:
-        """Boolean masks of the pattern definitions.
+        """Boolean masks of the pattern definitions (:meth:`BatchMasks.from_layouts`
+        on this pair alone).
 
         ``query`` and ``special``: ``[n]``; ``same_token``, ``other_sentence``
         and ``same_word``: ``[n, n]`` (row = query i, column = key j).
         """
-        query = ~self.special
-        tok = self.token_ids()
-        both = query[:, None] & query[None, :]
-        same_tok = both & (tok[:, None] == tok[None, :])
-        other = same_tok & (self.segment[:, None] != self.segment[None, :])
-        same_word = (
-            both
-            & (self.segment[:, None] == self.segment[None, :])
-            & (self.word[:, None] == self.word[None, :])
-            & (self.word >= 0)[:, None]
-            & ~np.eye(self.n, dtype=bool)
-        )
-        return {"query": query, "special": self.special.copy(), "same_token": same_tok,
-                "other_sentence": other, "same_word": same_word}
+        m = BatchMasks.from_layouts([self], self.n)  # one rule: the batched one, on a batch of one
+        return {name: getattr(m, name)[0].numpy() for name in ("query", "special", "same_token", "other_sentence",
+                                                                "same_word")}
 
 
 # ------------------------------------------------------------- batched version

@@ -162,9 +162,10 @@ def random_layout(rng, n) -> PairLayout:
 
 
 def test_masks_built_on_the_batch_equal_each_pairs_own():
-    """The [B, T, T] masks and category map built by broadcasting over a padded
-    batch equal, pair by pair, PairLayout.masks() and category_map() (the
-    definitions, one pair at a time), and are empty on padding."""
+    """The [B, T, T] masks and category map of a padded batch equal, pair by
+    pair, PairLayout.masks() and category_map() (the same rules on a batch of
+    one, unpadded; their values are checked against the definitions in
+    test_patterns.py, above and by budget_reference), and are empty on padding."""
     from generator.patterns import BatchMasks, PaddedLayouts
 
     rng = np.random.default_rng(3)
