@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,12 +100,27 @@ def render_docs(cfg: Config, data: AtlasData, docs: Path, site_out: Path, worker
     csv_pool = _export_process(data)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        csv_gz: Future | None = None
-        if csv_pool is not None:  # formatted and compressed on another core while the pages render
-            csv_gz = csv_pool.submit(pair_scores_csv_gz_of, [p.id for p in data.pairs], data.pair_scores,
-                                     data.thresholds)
-        list(pool.map(write, pages))
-        csv_bytes = csv_gz.result() if csv_gz is not None else pair_scores_csv_gz(data)
+        # submitting starts the workers; a Ctrl-C inside the executors' own bookkeeping could leave a thread
+        # (or process) that shutdown() does not know of, writing into docs/ after the cleanup removed it
+        with interrupts_held() as held:
+            csv_gz: Future | None = None
+            if csv_pool is not None:  # formatted and compressed on another core while the pages render
+                csv_gz = csv_pool.submit(pair_scores_csv_gz_of, [p.id for p in data.pairs], data.pair_scores,
+                                         data.thresholds)
+            rendered = [pool.submit(write, page) for page in pages]
+        if held:
+            raise KeyboardInterrupt
+        for future in rendered:
+            future.result()
+        csv_bytes = None
+        if csv_gz is not None:
+            try:
+                csv_bytes = csv_gz.result()
+            except BrokenProcessPool:  # the process died (killed, out of memory): write it here instead
+                log.warning("the process writing %s.gz stopped; writing it in the build's own process",
+                            PAIR_SCORES_CSV)
+        if csv_bytes is None:
+            csv_bytes = pair_scores_csv_gz(data)
     finally:  # on an error or Ctrl-C, pages not yet started are dropped and the running ones finish before cleanup
         pool.shutdown(wait=True, cancel_futures=True)
         if csv_pool is not None:

@@ -242,7 +242,7 @@ def test_real_sigint_during_the_build(built_site, tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=300)
-        assert not leftovers(folder)
+        assert not leftovers(folder), (proc.returncode, err)
         assert "Traceback" not in err
         if published:  # frozen at or after the swap: a whole new site, or (between its renames) the old one back
             assert (proc.returncode == 0 and snapshot(folder / "site") != before) or \

@@ -138,3 +138,21 @@ def test_corpus_table_is_spliced_in_after_mkdocs(built_site):
     assert corpus_entries and all(sentence not in d["text"] for d in corpus_entries)
     assert any(sentence in unescape(d["text"]) for d in index["docs"])  # its pair page is indexed
     assert len(corpus_rows(site)) == len(small_corpus_items())
+
+
+def _dies(*args):
+    """Stands in for the CSV writer in the export process: the process dies."""
+    import os
+    os._exit(1)
+
+
+def test_pair_scores_written_here_when_the_export_process_dies(ctx, tmp_path, monkeypatch, caplog):
+    import generator.site
+    from generator.export import pair_scores_csv_gz
+
+    monkeypatch.setattr(generator.site, "EXPORT_PROCESS_ROWS", 0)
+    monkeypatch.setattr(generator.site, "pair_scores_csv_gz_of", _dies)
+    docs = tmp_path / "docs"
+    generator.site.render_docs(ctx.cfg, ctx.data, docs, tmp_path / "site")
+    assert (docs / "data" / "pair_scores.csv.gz").read_bytes() == pair_scores_csv_gz(ctx.data)
+    assert "stopped; writing it in the build's own process" in caplog.text
