@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -550,7 +551,7 @@ class AnalysisCost:
     key: str
     bound: str
     unit: str
-    units: object  # (settings, run record) -> number of units
+    units: Callable[[dict, dict], int]  # (settings, run record) -> number of units
 
 #: Every analysis's cost: what bounds it (a setting, never the corpus size) and its time per unit.
 ANALYSIS_COSTS = (
